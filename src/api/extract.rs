@@ -1,0 +1,194 @@
+//! Request extractors that turn every bad input into a clear [`ApiError`] naming the field.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{header, request::Parts};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::error::{ApiError, FieldError};
+
+/// The largest management request body accepted.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// A JSON body sent as `application/json`.
+pub struct JsonBody(pub Value);
+
+/// An RFC 6902 document sent as `application/json-patch+json`.
+pub struct JsonPatchBody(pub json_patch::Patch);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
+        let bytes = read_body(req, "application/json").await?;
+        let value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON: {e}")))?;
+        Ok(Self(value))
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for JsonPatchBody {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
+        let bytes = read_body(req, "application/json-patch+json").await?;
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON: {e}")))?;
+        if !value.is_array() {
+            return Err(ApiError::BadRequest(
+                "a JSON Patch is an array of operations".into(),
+            ));
+        }
+        let patch = serde_path_to_error::deserialize(value).map_err(|e| {
+            ApiError::BadRequest(format!("invalid JSON Patch at {}: {}", e.path(), e.inner()))
+        })?;
+        Ok(Self(patch))
+    }
+}
+
+/// Checks the content type, then reads at most [`MAX_BODY_BYTES`].
+async fn read_body(req: Request, expected: &str) -> Result<Bytes, ApiError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    if content_type.as_deref() != Some(expected) {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Type must be {expected} (got {})",
+            content_type.as_deref().unwrap_or("none")
+        )));
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES));
+    }
+    axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge(MAX_BODY_BYTES))
+}
+
+/// Deserializes a JSON value into a checked type; the error names the field's path.
+pub fn parse<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        ApiError::Invalid(vec![FieldError {
+            field: field_name(&path, &message),
+            message,
+        }])
+    })
+}
+
+/// serde reports missing and unknown fields at their parent; name the field itself.
+fn field_name(path: &str, message: &str) -> String {
+    let named = ["missing field `", "unknown field `"]
+        .iter()
+        .find_map(|p| message.strip_prefix(p))
+        .and_then(|rest| rest.split('`').next());
+    match (path, named) {
+        (".", Some(name)) => name.to_owned(),
+        (".", None) => "body".to_owned(),
+        (parent, Some(name)) => format!("{parent}.{name}"),
+        (parent, None) => parent.to_owned(),
+    }
+}
+
+/// Query parameters, parsed strictly: an unknown or repeated parameter is a 400.
+pub struct QueryParams(Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or("");
+        Ok(Self(
+            url::form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect(),
+        ))
+    }
+}
+
+impl QueryParams {
+    /// Fails on any parameter outside `known` or given twice.
+    pub fn only(&self, known: &[&str]) -> Result<&Self, ApiError> {
+        let mut seen = std::collections::HashSet::new();
+        for (name, _) in &self.0 {
+            if !known.contains(&name.as_str()) {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown query parameter '{name}' (known: {})",
+                    known.join(", ")
+                )));
+            }
+            if !seen.insert(name) {
+                return Err(ApiError::BadRequest(format!(
+                    "query parameter '{name}' is given twice"
+                )));
+            }
+        }
+        Ok(self)
+    }
+
+    /// The parameter parsed with `FromStr`; a bad value is a 400 naming it.
+    pub fn get<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, ApiError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.0.iter().find(|(n, _)| n == name) {
+            None => Ok(None),
+            Some((_, raw)) => raw
+                .parse()
+                .map(Some)
+                .map_err(|e| ApiError::BadRequest(format!("query parameter '{name}': {e}"))),
+        }
+    }
+}
+
+/// The scheme and host this request was addressed to, for `href`s and `Location`.
+pub struct BaseUrl(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for BaseUrl {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let host = header("host").unwrap_or("localhost");
+        let valid = |h: &str| {
+            !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+        };
+        let host = if valid(host) { host } else { "localhost" };
+        let scheme = match header("x-forwarded-proto") {
+            Some("https") => "https",
+            _ => "http",
+        };
+        Ok(Self(format!("{scheme}://{host}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field_name;
+
+    #[test]
+    fn names_missing_and_unknown_fields() {
+        assert_eq!(field_name(".", "missing field `name`"), "name");
+        assert_eq!(
+            field_name("webhookConfig", "unknown field `x`, expected one of"),
+            "webhookConfig.x"
+        );
+        assert_eq!(
+            field_name("batchSize", "must be between 1 and 1000"),
+            "batchSize"
+        );
+    }
+}

@@ -1,0 +1,131 @@
+//! Starting and stopping outhook: what `outhook serve` runs and what the tests start.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::api::{self, AppState};
+use crate::clock::Clock;
+use crate::config::ServeArgs;
+use crate::domain::token::{
+    MIN_CONFIGURED_TOKEN_LEN, Role, Token, TokenName, generate_secret, hash_secret,
+};
+use crate::store::{self, Store};
+
+/// The name the configured admin token is stored under.
+pub const CONFIGURED_ADMIN: &str = "configured-admin";
+
+/// A running instance.
+pub struct Running {
+    /// Where the API listens (the real port when the bind address asked for port 0).
+    pub addr: SocketAddr,
+    /// The admin token created because none existed and none was configured. It exists
+    /// only here: the database keeps its hash.
+    pub generated_admin_token: Option<String>,
+    pub store: Arc<dyn Store>,
+    shutdown: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops taking requests, lets the ones in flight finish, and returns.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.server.await.context("the server task panicked")??;
+        Ok(())
+    }
+
+    /// A token that stops this instance when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the server ends (after [`Running::shutdown_token`] is cancelled).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.server.await.context("the server task panicked")??;
+        Ok(())
+    }
+}
+
+/// Opens the database (running migrations), makes sure an admin token exists, binds the
+/// address and starts serving.
+pub async fn start(args: &ServeArgs, clock: Arc<dyn Clock>) -> anyhow::Result<Running> {
+    let store = store::connect(&args.database.database_url)
+        .await
+        .context("opening the database")?;
+    let generated_admin_token =
+        ensure_admin_token(store.as_ref(), args.admin_token.as_deref(), clock.now_ms())
+            .await
+            .context("setting up the admin token")?;
+    let listener = TcpListener::bind(args.bind)
+        .await
+        .with_context(|| format!("binding {}", args.bind))?;
+    let addr = listener.local_addr()?;
+    let state = Arc::new(AppState {
+        store: store.clone(),
+        clock,
+    });
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    let app = api::router(state);
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+    });
+    tracing::info!(%addr, backend = store.backend(), "outhook is serving");
+    Ok(Running {
+        addr,
+        generated_admin_token,
+        store,
+        shutdown,
+        server,
+    })
+}
+
+/// A configured token becomes the stored `configured-admin` token (replacing an earlier
+/// one). Without one, a new admin token is generated when no live admin token exists; it is
+/// returned so that the caller can show it once.
+pub async fn ensure_admin_token(
+    store: &dyn Store,
+    configured: Option<&str>,
+    now: i64,
+) -> anyhow::Result<Option<String>> {
+    let token = |name: String, secret: &str, by: &str| Token {
+        id: Uuid::new_v4(),
+        name: TokenName::try_from(name).expect("a fixed, valid token name"),
+        role: Role::Admin,
+        hash: hash_secret(secret),
+        created_at: now,
+        created_by: by.to_owned(),
+        revoked_at: None,
+    };
+    if let Some(secret) = configured {
+        anyhow::ensure!(
+            secret.len() >= MIN_CONFIGURED_TOKEN_LEN && !secret.chars().any(char::is_whitespace),
+            "OUTHOOK_ADMIN_TOKEN must be at least {MIN_CONFIGURED_TOKEN_LEN} characters without spaces"
+        );
+        store
+            .upsert_token(&token(CONFIGURED_ADMIN.into(), secret, "configuration"))
+            .await?;
+        return Ok(None);
+    }
+    if store.count_live_tokens(Role::Admin).await? > 0 {
+        return Ok(None);
+    }
+    let secret = generate_secret();
+    let suffix = &Uuid::new_v4().simple().to_string()[..8];
+    store
+        .insert_token(&token(
+            format!("bootstrap-admin-{suffix}"),
+            &secret,
+            "bootstrap",
+        ))
+        .await?;
+    Ok(Some(secret))
+}

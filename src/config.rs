@@ -1,0 +1,230 @@
+//! Command line and environment (SPEC §8). Every flag has an environment variable; both
+//! are listed by `outhook serve --help`.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "outhook",
+    version,
+    about = "Outbound event-notification dispatcher in the style of OpenMetadata webhooks",
+    long_about = None
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the REST API and the dispatcher (migrations run first).
+    Serve(ServeArgs),
+    /// Bring the database schema up to date and exit.
+    Migrate(DatabaseArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// Where state lives: `postgres://user@host:5432/db`, or `sqlite://FILE` (an embedded
+    /// file, created when missing).
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://outhook.db")]
+    pub database_url: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address and port the API listens on.
+    #[arg(long, env = "OUTHOOK_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// A bearer token that is always a valid admin token (at least 16 characters). Without
+    /// one, the first start generates an admin token and prints it once. Prefer the
+    /// environment variable: flags are visible to other users of the machine.
+    #[arg(long, env = "OUTHOOK_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Comma-separated CIDR ranges that outbound deliveries may reach although they are
+    /// private, loopback or link-local (e.g. `127.0.0.0/8,10.1.0.0/16`). Default: none.
+    #[arg(long, env = "OUTHOOK_ALLOW_PRIVATE", value_delimiter = ',')]
+    pub allow_private: Vec<Cidr>,
+
+    /// Delays between attempts of a failed delivery, comma-separated (units ms, s, m, h, d).
+    /// After the last one the webhook stops with status retryLimitReached.
+    #[arg(
+        long,
+        env = "OUTHOOK_RETRY_SCHEDULE",
+        default_value = "1m,5m,15m,1h,4h,12h"
+    )]
+    pub retry_schedule: RetrySchedule,
+
+    /// How long accepted events are kept in the event log (units ms, s, m, h, d).
+    #[arg(long, env = "OUTHOOK_RETENTION", default_value = "14d", value_parser = parse_duration)]
+    pub retention: Duration,
+}
+
+/// Parses `500ms`, `30s`, `5m`, `4h`, `14d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration such as 30s, 5m, 4h or 14d"))?;
+    let unit_ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("'{text}': the unit must be ms, s, m, h or d")),
+    };
+    let ms = n
+        .checked_mul(unit_ms)
+        .ok_or_else(|| format!("'{text}' is too long"))?;
+    if ms == 0 {
+        return Err(format!("'{text}' must be longer than zero"));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+/// The delays before each retry: 1 to 20 of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrySchedule(pub Vec<Duration>);
+
+impl FromStr for RetrySchedule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let delays = s
+            .split(',')
+            .map(parse_duration)
+            .collect::<Result<Vec<_>, _>>()?;
+        if delays.len() > 20 {
+            return Err("at most 20 retries".into());
+        }
+        Ok(Self(delays))
+    }
+}
+
+/// An address range, `10.0.0.0/8` or `::1/128`; a bare address is a range of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let (addr, prefix) = s.split_once('/').map_or((s, None), |(a, p)| (a, Some(p)));
+        let network: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("'{s}' is not an address range such as 10.0.0.0/8"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("'{s}': the prefix length must be 0–{max}"))?,
+        };
+        Ok(Self { network, prefix })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_the_default_schedule() {
+        assert_eq!(
+            parse_duration("14d").unwrap(),
+            Duration::from_secs(14 * 86_400)
+        );
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(
+            parse_duration("5").is_err()
+                && parse_duration("0s").is_err()
+                && parse_duration("1w").is_err()
+        );
+        let schedule: RetrySchedule = "1m,5m,15m,1h,4h,12h".parse().unwrap();
+        let secs: Vec<u64> = schedule.0.iter().map(Duration::as_secs).collect();
+        assert_eq!(secs, [60, 300, 900, 3600, 14_400, 43_200]);
+    }
+
+    #[test]
+    fn cidr_ranges() {
+        let net: Cidr = "127.0.0.0/8".parse().unwrap();
+        assert!(net.contains("127.1.2.3".parse().unwrap()));
+        assert!(!net.contains("128.0.0.1".parse().unwrap()));
+        assert!(!net.contains("::1".parse().unwrap()));
+        let one: Cidr = "::1".parse().unwrap();
+        assert!(one.contains("::1".parse().unwrap()));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("8.8.8.8".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err() && "nope".parse::<Cidr>().is_err());
+    }
+
+    #[test]
+    fn the_cli_parses_the_spec_flags() {
+        let cli = Cli::try_parse_from([
+            "outhook",
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--database-url",
+            "sqlite://x.db",
+            "--allow-private",
+            "127.0.0.0/8,10.0.0.0/8",
+            "--retry-schedule",
+            "1s,2s",
+            "--retention",
+            "1h",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve expected")
+        };
+        assert_eq!(args.allow_private.len(), 2);
+        assert_eq!(args.retry_schedule.0.len(), 2);
+        assert_eq!(args.retention, Duration::from_secs(3600));
+    }
+}

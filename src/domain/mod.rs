@@ -1,0 +1,49 @@
+//! Domain types and pure rules. Everything here is free of I/O.
+//!
+//! Values are parsed, not validated: a [`webhook::WebhookSpec`] can only be built through
+//! deserialization checks (`serde(try_from)`), so code past the API edge never sees a bad value.
+
+pub mod change;
+pub mod reference;
+pub mod text;
+pub mod token;
+pub mod webhook;
+
+/// Declares a string-valued enum with its wire names, `as_str`, `FromStr` and `ALL`.
+macro_rules! str_enum {
+    ($(#[$meta:meta])* pub enum $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord,
+                 serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+        pub enum $name { $( #[serde(rename = $text)] $variant ),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(
+                        "unknown value '{}', expected one of: {}",
+                        other,
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+pub(crate) use str_enum;

@@ -1,0 +1,13 @@
+//! outhook — an outbound event-notification dispatcher in the style of OpenMetadata's webhooks.
+//!
+//! Data flows one way through the modules:
+//! `api` (HTTP, auth, request parsing) → `domain` (validated types, pure rules) → `store`
+//! (PostgreSQL or embedded SQLite behind one trait). `app` wires them together and is what
+//! both the binary and the tests start.
+
+pub mod api;
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod store;

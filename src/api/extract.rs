@@ -89,7 +89,8 @@ pub fn parse<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
     })
 }
 
-/// serde reports missing and unknown fields at their parent; name the field itself.
+/// serde reports a missing field at its parent (and an unknown one at itself): name the
+/// field in both cases.
 fn field_name(path: &str, message: &str) -> String {
     let named = ["missing field `", "unknown field `"]
         .iter()
@@ -98,6 +99,9 @@ fn field_name(path: &str, message: &str) -> String {
     match (path, named) {
         (".", Some(name)) => name.to_owned(),
         (".", None) => "body".to_owned(),
+        (path, Some(name)) if path == name || path.ends_with(&format!(".{name}")) => {
+            path.to_owned()
+        }
         (parent, Some(name)) => format!("{parent}.{name}"),
         (parent, None) => parent.to_owned(),
     }

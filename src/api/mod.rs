@@ -53,13 +53,49 @@ impl Modify for BearerAuth {
     }
 }
 
+/// OpenAPI requires a description on every response; where a route gave none, use the
+/// status code's reason phrase ("Not Found").
+struct ResponseDescriptions;
+
+impl Modify for ResponseDescriptions {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for (code, response) in operation.responses.responses.iter_mut() {
+                    if let utoipa::openapi::RefOr::T(response) = response {
+                        if response.description.is_empty() {
+                            response.description = code
+                                .parse::<u16>()
+                                .ok()
+                                .and_then(|c| axum::http::StatusCode::from_u16(c).ok())
+                                .and_then(|c| c.canonical_reason())
+                                .unwrap_or("Response")
+                                .to_owned();
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The OpenAPI document and the router it describes, from the same definitions.
 fn parts() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(webhooks::routes())
         .merge(tokens::routes())
         .merge(health::routes())
-        .split_for_parts()
+        .split_for_parts();
+    // Runs on the merged paths, which `#[openapi(modifiers)]` would not see.
+    ResponseDescriptions.modify(&mut doc);
+    (router, doc)
 }
 
 /// The OpenAPI document, as served at `/api/v1/openapi.json`.

@@ -75,7 +75,10 @@ async fn names_are_unique(backend: Backend) {
     let mut spec = b.spec.clone();
     spec.name = serde_json::from_value(json!("a")).unwrap();
     let renamed = b.updated(spec, Resume::No, "t", 2_000).unwrap();
-    let err = store.update_webhook(&renamed, b.version).await.unwrap_err();
+    let err = store
+        .update_webhook(&renamed, b.version, false)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
 }
 
@@ -87,13 +90,16 @@ async fn updates_are_optimistic(backend: Backend) {
     let mut spec = w.spec.clone();
     spec.enabled = false;
     let next = w.updated(spec, Resume::No, "t", 2_000).unwrap();
-    store.update_webhook(&next, w.version).await.unwrap();
+    store.update_webhook(&next, w.version, false).await.unwrap();
     // A writer that read version 0.1 loses.
-    let err = store.update_webhook(&next, w.version).await.unwrap_err();
+    let err = store
+        .update_webhook(&next, w.version, false)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Stale), "{err:?}");
     let read = store.webhook(w.id).await.unwrap().unwrap();
     assert_eq!(read.version, Version::from_tenths(2));
-    assert_eq!(read.status, WebhookStatus::Disabled);
+    assert_eq!(read.shown_status(), WebhookStatus::Disabled);
     assert!(read.change_description.is_some());
 }
 
@@ -154,7 +160,7 @@ async fn lists_filter_by_status_type_and_deletion(backend: Backend) {
     let gone = webhook("gone", "Slack");
     store.insert_webhook(&gone).await.unwrap();
     store
-        .update_webhook(&gone.with_deleted(true, "t", 2), gone.version)
+        .update_webhook(&gone.with_deleted(true, "t", 2), gone.version, false)
         .await
         .unwrap();
     let mut spec = slack.spec.clone();
@@ -163,6 +169,7 @@ async fn lists_filter_by_status_type_and_deletion(backend: Backend) {
         .update_webhook(
             &slack.updated(spec, Resume::No, "t", 2).unwrap(),
             slack.version,
+            false,
         )
         .await
         .unwrap();
@@ -327,3 +334,333 @@ on_both_backends!(
     upsert_replaces_and_unrevokes_by_name,
     migrations_are_idempotent_and_concurrent_safe,
 );
+
+// ---- the event log, leases and delivery state ----
+
+mod log {
+    use super::*;
+    use outhook::domain::delivery::{
+        AttemptRecord, DispatchState, ErrorKind, Outcome, PendingBatch,
+    };
+    use outhook::domain::event::NewEvent;
+
+    pub fn event(n: usize) -> NewEvent {
+        NewEvent::parse(
+            json!({
+                "eventType": "entityCreated",
+                "entity": {"id": Uuid::new_v4(), "type": "table", "name": format!("t{n}")}
+            }),
+            1_000,
+        )
+        .unwrap()
+    }
+
+    pub async fn appends_in_order_and_drops_repeats(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let store = store::connect(&db.url).await.unwrap();
+        assert_eq!(store.log_head().await.unwrap(), 0);
+        let batch: Vec<_> = (0..5).map(event).collect();
+        let first = store.append_events(&batch, 10).await.unwrap();
+        assert_eq!(first, [Some(1), Some(2), Some(3), Some(4), Some(5)]);
+        // A repeat, within a batch and across batches, is acknowledged and not stored.
+        let again = vec![batch[1].clone(), event(6), event(6), batch[4].clone()];
+        let mut same = again.clone();
+        same[2] = same[1].clone();
+        let second = store.append_events(&same, 20).await.unwrap();
+        assert_eq!((second[0], second[2], second[3]), (None, None, None));
+        let new_seq = second[1].unwrap();
+        assert!(new_seq > 5);
+        let read = store.read_events(0, i64::MAX, 100).await.unwrap();
+        assert_eq!(read.len(), 6);
+        assert!(read.windows(2).all(|w| w[0].seq < w[1].seq));
+        assert_eq!(read[0].event_id, batch[0].event_id);
+        assert_eq!(read[0].body, batch[0].body);
+        assert_eq!(store.read_events(2, 4, 100).await.unwrap().len(), 2);
+        assert_eq!(store.read_events(0, i64::MAX, 2).await.unwrap().len(), 2);
+        let picked = store.events_at(&[4, 1, 99]).await.unwrap();
+        assert_eq!(picked.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 4]);
+        // Retention: events ingested before the cut go.
+        assert_eq!(store.prune(15, 0).await.unwrap(), 5);
+        assert_eq!(store.read_events(0, i64::MAX, 100).await.unwrap().len(), 1);
+    }
+
+    /// Many writers on their own connections while a reader tails the log by position: the
+    /// reader must end up with every event, never stepping over one that committed late.
+    pub async fn a_tailing_reader_never_skips_a_late_commit(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let writers = 8;
+        let per_writer = 60;
+        let mut handles = Vec::new();
+        for w in 0..writers {
+            let url = db.url.clone();
+            handles.push(tokio::spawn(async move {
+                let store = store::connect(&url).await.unwrap();
+                let mut ids = Vec::new();
+                for round in 0..per_writer / 3 {
+                    let batch: Vec<_> = (0..3).map(|k| event(w * 1000 + round * 3 + k)).collect();
+                    ids.extend(batch.iter().map(|e| e.event_id));
+                    store.append_events(&batch, 1).await.unwrap();
+                }
+                ids
+            }));
+        }
+        let reader = store::connect(&db.url).await.unwrap();
+        let mut position = 0;
+        let mut seen = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while seen.len() < writers * per_writer {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the reader saw only {} events",
+                seen.len()
+            );
+            let page = reader.read_events(position, i64::MAX, 7).await.unwrap();
+            for e in &page {
+                assert!(e.seq > position);
+                position = e.seq;
+                seen.push(e.event_id);
+            }
+            if page.is_empty() {
+                tokio::task::yield_now().await;
+            }
+        }
+        let mut written = Vec::new();
+        for h in handles {
+            written.extend(h.await.unwrap());
+        }
+        written.sort();
+        seen.sort();
+        assert_eq!(seen, written, "every committed event was read exactly once");
+    }
+
+    pub async fn leases_go_to_one_live_instance(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let store = store::connect(&db.url).await.unwrap();
+        let hooks: Vec<_> = (0..4)
+            .map(|i| webhook(&format!("w{i}"), "Generic"))
+            .collect();
+        for w in &hooks {
+            store.insert_webhook(w).await.unwrap();
+        }
+        let disabled = {
+            let mut spec = hooks[3].spec.clone();
+            spec.enabled = false;
+            hooks[3].updated(spec, Resume::No, "t", 2).unwrap()
+        };
+        store
+            .update_webhook(&disabled, hooks[3].version, false)
+            .await
+            .unwrap();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        assert_eq!(store.heartbeat(a, 1_000, 0, 0).await.unwrap(), 1);
+        assert_eq!(store.heartbeat(b, 1_000, 0, 0).await.unwrap(), 2);
+        let mut got_a = store.claim_webhooks(a, 500, 2).await.unwrap();
+        assert_eq!(got_a.len(), 2);
+        let got_b = store.claim_webhooks(b, 500, 10).await.unwrap();
+        assert_eq!(got_b.len(), 1, "the disabled webhook and a's are not b's");
+        assert!(!got_a.contains(&got_b[0]));
+        // a keeps what it has (listed first) and sees no more than its limit.
+        let again = store.claim_webhooks(a, 500, 10).await.unwrap();
+        got_a.sort();
+        let mut again_sorted = again.clone();
+        again_sorted.sort();
+        assert_eq!(again_sorted, got_a);
+        // a falls silent: once its heartbeat is older than the expiry, b takes over.
+        store.heartbeat(b, 5_000, 0, 0).await.unwrap();
+        let taken = store.claim_webhooks(b, 2_000, 10).await.unwrap();
+        assert_eq!(taken.len(), 3);
+        // a cannot record work on webhooks it lost.
+        let batch = PendingBatch {
+            delivery_id: Uuid::new_v4(),
+            seqs: vec![1],
+            event_ids: vec![],
+            attempts: 0,
+        };
+        assert!(!store.begin_batch(got_a[0], a, &batch).await.unwrap());
+        assert!(store.begin_batch(got_a[0], b, &batch).await.unwrap());
+        // Releasing and a clean shutdown hand leases back.
+        store.release_webhooks(b, &[got_a[0]]).await.unwrap();
+        assert_eq!(
+            store.claim_webhooks(a, 2_000, 10).await.unwrap(),
+            vec![got_a[0]]
+        );
+        store.remove_instance(b).await.unwrap();
+        assert_eq!(store.claim_webhooks(a, 2_000, 10).await.unwrap().len(), 3);
+        // Silent instances are forgotten.
+        assert_eq!(
+            store.heartbeat(a, 100_000, 50_000, 90_000).await.unwrap(),
+            1
+        );
+    }
+
+    pub async fn attempts_and_state_are_recorded_together(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let store = store::connect(&db.url).await.unwrap();
+        store.append_events(&[event(1), event(2)], 1).await.unwrap();
+        let w = webhook("w", "Generic");
+        store.insert_webhook(&w).await.unwrap();
+        let state = store.dispatch_state(w.id).await.unwrap().unwrap();
+        assert_eq!(
+            state.cursor, 2,
+            "a new webhook starts at the head of the log"
+        );
+        assert_eq!(
+            (state.status, state.batch.clone()),
+            (WebhookStatus::Active, None)
+        );
+        let me = Uuid::new_v4();
+        store.heartbeat(me, 1, 0, 0).await.unwrap();
+        store.claim_webhooks(me, 0, 10).await.unwrap();
+        let batch = PendingBatch {
+            delivery_id: Uuid::new_v4(),
+            seqs: vec![3, 5],
+            event_ids: vec![Uuid::new_v4()],
+            attempts: 0,
+        };
+        assert!(store.begin_batch(w.id, me, &batch).await.unwrap());
+        assert_eq!(
+            store.dispatch_state(w.id).await.unwrap().unwrap().batch,
+            Some(batch.clone())
+        );
+        let attempt = |n: u32, outcome: Outcome| AttemptRecord {
+            id: 0,
+            webhook_id: w.id,
+            delivery_id: batch.delivery_id,
+            attempt: n,
+            event_ids: batch.event_ids.clone(),
+            url: "https://example.com/hook".into(),
+            request_bytes: 120,
+            status_code: Some(503),
+            response_excerpt: Some("busy".into()),
+            error_kind: Some(ErrorKind::Status),
+            error: None,
+            duration_ms: 12,
+            attempted_at: 100 + i64::from(n),
+            outcome,
+            next_attempt_at: Some(60_100),
+        };
+        let failed = DispatchState {
+            cursor: 2,
+            batch: Some(PendingBatch {
+                attempts: 1,
+                ..batch.clone()
+            }),
+            retry_step: 1,
+            next_attempt_at: Some(60_100),
+            status: WebhookStatus::AwaitingRetry,
+            failure_details: Some(FailureDetails {
+                last_failed_at: Some(100),
+                next_attempt: Some(60_100),
+                ..Default::default()
+            }),
+            last_success_at: None,
+        };
+        assert!(
+            store
+                .finish_attempt(w.id, me, &attempt(1, Outcome::Failure), &failed)
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.dispatch_state(w.id).await.unwrap().unwrap(), failed);
+        let read = store.webhook(w.id).await.unwrap().unwrap();
+        assert_eq!(
+            (read.status, read.failure_details.clone()),
+            (WebhookStatus::AwaitingRetry, failed.failure_details.clone())
+        );
+        // Another instance cannot record anything.
+        assert!(
+            !store
+                .finish_attempt(w.id, Uuid::new_v4(), &attempt(2, Outcome::Success), &failed)
+                .await
+                .unwrap()
+        );
+        let done = DispatchState {
+            cursor: 5,
+            batch: None,
+            retry_step: 0,
+            next_attempt_at: None,
+            status: WebhookStatus::Active,
+            failure_details: None,
+            last_success_at: Some(200),
+        };
+        assert!(
+            store
+                .finish_attempt(w.id, me, &attempt(2, Outcome::Success), &done)
+                .await
+                .unwrap()
+        );
+        let attempts = store.list_attempts(w.id, None, 10, None).await.unwrap();
+        assert_eq!(
+            attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(),
+            [2, 1],
+            "newest first"
+        );
+        assert_eq!(attempts[1].response_excerpt.as_deref(), Some("busy"));
+        assert_eq!(attempts[1].event_ids, batch.event_ids);
+        let failures = store
+            .list_attempts(w.id, Some(Outcome::Failure), 10, None)
+            .await
+            .unwrap();
+        assert_eq!(failures.len(), 1);
+        let older = store
+            .list_attempts(w.id, None, 10, Some(attempts[0].id))
+            .await
+            .unwrap();
+        assert_eq!(older.len(), 1);
+        // Idle cursors move forward, never back, and not while a batch is pending.
+        store.advance_cursors(me, &[(w.id, 9)]).await.unwrap();
+        store.advance_cursors(me, &[(w.id, 7)]).await.unwrap();
+        assert_eq!(store.dispatch_state(w.id).await.unwrap().unwrap().cursor, 9);
+        // Resume through the API path clears the scheduled retry.
+        store.begin_batch(w.id, me, &batch).await.unwrap();
+        store
+            .finish_attempt(w.id, me, &attempt(3, Outcome::Failure), &failed)
+            .await
+            .unwrap();
+        store.advance_cursors(me, &[(w.id, 20)]).await.unwrap();
+        let current = store.webhook(w.id).await.unwrap().unwrap();
+        let resumed = current
+            .updated(current.spec.clone(), Resume::Yes, "admin", 300)
+            .unwrap();
+        assert!(current.resumes_delivery(&resumed));
+        store
+            .update_webhook(&resumed, current.version, true)
+            .await
+            .unwrap();
+        let state = store.dispatch_state(w.id).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                state.status,
+                state.next_attempt_at,
+                state.retry_step,
+                state.cursor
+            ),
+            (WebhookStatus::Active, None, 0, 2)
+        );
+        assert!(state.batch.is_some(), "the batch is kept, to be sent again");
+        // Deleting a webhook deletes its attempts.
+        store.delete_webhook(w.id).await.unwrap();
+        assert!(
+            store
+                .list_attempts(w.id, None, 10, None)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
+
+use log::{
+    a_tailing_reader_never_skips_a_late_commit, appends_in_order_and_drops_repeats,
+    attempts_and_state_are_recorded_together, leases_go_to_one_live_instance,
+};
+
+mod log_tests {
+    use super::*;
+    on_both_backends!(
+        appends_in_order_and_drops_repeats,
+        a_tailing_reader_never_skips_a_late_commit,
+        leases_go_to_one_live_instance,
+        attempts_and_state_are_recorded_together,
+    );
+}

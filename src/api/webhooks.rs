@@ -195,7 +195,10 @@ async fn create_or_update_webhook(
     }
     let webhook = match current.updated(spec, Resume::No, &caller.name, now) {
         Some(next) => {
-            state.store.update_webhook(&next, current.version).await?;
+            state
+                .store
+                .update_webhook(&next, current.version, current.resumes_delivery(&next))
+                .await?;
             next
         }
         None => current,
@@ -364,7 +367,10 @@ async fn patch_webhook(
     let Some(next) = current.updated(spec, resume, &caller.name, state.clock.now_ms()) else {
         return Ok(Json(current.view(&base.0)));
     };
-    state.store.update_webhook(&next, current.version).await?;
+    state
+        .store
+        .update_webhook(&next, current.version, current.resumes_delivery(&next))
+        .await?;
     tracing::info!(webhook.id = %id, version = next.version.as_f64(), by = %caller.name, "webhook patched");
     Ok(Json(next.view(&base.0)))
 }
@@ -449,7 +455,10 @@ async fn delete_webhook(
         }
     } else {
         let next = current.with_deleted(true, &caller.name, state.clock.now_ms());
-        state.store.update_webhook(&next, current.version).await?;
+        state
+            .store
+            .update_webhook(&next, current.version, false)
+            .await?;
         next
     };
     tracing::info!(webhook.id = %id, hard, by = %caller.name, "webhook deleted");
@@ -485,6 +494,9 @@ async fn restore_webhook(
         format!("{id} (soft-deleted)"),
     )?;
     let next = current.with_deleted(false, &caller.name, state.clock.now_ms());
-    state.store.update_webhook(&next, current.version).await?;
+    state
+        .store
+        .update_webhook(&next, current.version, false)
+        .await?;
     Ok(Json(next.view(&base.0)))
 }

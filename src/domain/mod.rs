@@ -4,6 +4,9 @@
 //! deserialization checks (`serde(try_from)`), so code past the API edge never sees a bad value.
 
 pub mod change;
+pub mod delivery;
+pub mod event;
+pub mod filter;
 pub mod reference;
 pub mod text;
 pub mod token;

@@ -582,13 +582,18 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    /// The status a webhook's `enabled` flag implies when nothing else is going on.
-    pub fn idle_status(enabled: bool) -> WebhookStatus {
-        if enabled {
-            WebhookStatus::Active
+    /// The status the API shows: `disabled` when not enabled, else the delivery status.
+    pub fn shown_status(&self) -> WebhookStatus {
+        if self.spec.enabled {
+            self.status
         } else {
             WebhookStatus::Disabled
         }
+    }
+
+    /// Whether going from `self` to `next` clears the delivery state (a resume, or enabling).
+    pub fn resumes_delivery(&self, next: &Webhook) -> bool {
+        next.spec.enabled && (!self.spec.enabled || next.status != self.status)
     }
 
     /// The resource as the API shows it (secret masked, `href` under `base`).
@@ -601,7 +606,7 @@ impl Webhook {
             display_name: s.display_name.clone(),
             description: s.description.clone(),
             webhook_type: s.webhook_type,
-            status: self.status,
+            status: self.shown_status(),
             enabled: s.enabled,
             batch_size: s.batch_size,
             event_filters: s.event_filters.clone(),
@@ -634,7 +639,7 @@ impl Webhook {
     pub fn create(spec: WebhookSpec, by: &str, now: Millis) -> Self {
         Self {
             id: Uuid::new_v4(),
-            status: Self::idle_status(spec.enabled),
+            status: WebhookStatus::Active,
             spec,
             failure_details: None,
             version: Version::INITIAL,
@@ -675,20 +680,26 @@ impl Webhook {
         }
         let mut status = self.status;
         let mut failure_details = self.failure_details.clone();
+        let enabling = spec.enabled && !self.spec.enabled;
         let resuming =
             resume == Resume::Yes && spec.enabled && self.status != WebhookStatus::Active;
-        if spec.enabled != self.spec.enabled || resuming {
-            status = Self::idle_status(spec.enabled);
+        if enabling || resuming {
+            status = WebhookStatus::Active;
             // The failure history stays visible; only the scheduled retry goes away.
             if let Some(details) = failure_details.as_mut() {
                 details.next_attempt = None;
             }
         }
-        if status != self.status {
+        let shown_after = if spec.enabled {
+            status
+        } else {
+            WebhookStatus::Disabled
+        };
+        if self.shown_status() != shown_after {
             change.updated(
                 "status",
-                self.status.as_str().into(),
-                status.as_str().into(),
+                self.shown_status().as_str().into(),
+                shown_after.as_str().into(),
             );
         }
         if change.is_empty() {
@@ -908,7 +919,13 @@ mod tests {
             .updated(parse(doc).unwrap(), Resume::No, "bob", 2_000)
             .unwrap();
         assert_eq!(next.version.tenths(), 2);
-        assert_eq!(next.status, WebhookStatus::Disabled);
+        assert_eq!(next.shown_status(), WebhookStatus::Disabled);
+        assert_eq!(
+            next.status,
+            WebhookStatus::Active,
+            "the delivery status is kept underneath"
+        );
+        assert!(!w.resumes_delivery(&next));
         assert_eq!((next.updated_by.as_str(), next.updated_at), ("bob", 2_000));
         let change = next.change_description.unwrap();
         let names: Vec<_> = change
@@ -970,6 +987,7 @@ mod tests {
         });
         let next = w.updated(w.spec.clone(), Resume::Yes, "a", 10).unwrap();
         assert_eq!(next.status, WebhookStatus::Active);
+        assert!(w.resumes_delivery(&next));
         let details = next.failure_details.unwrap();
         assert_eq!(
             (details.last_failed_status_code, details.next_attempt),

@@ -20,17 +20,31 @@ impl Migration {
     }
 }
 
-pub const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "webhooks_and_tokens",
-    sql: include_str!("../../migrations/postgres/0001_webhooks_and_tokens.sql"),
-}];
+pub const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "webhooks_and_tokens",
+        sql: include_str!("../../migrations/postgres/0001_webhooks_and_tokens.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "event_log_and_delivery",
+        sql: include_str!("../../migrations/postgres/0002_event_log_and_delivery.sql"),
+    },
+];
 
-pub const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "webhooks_and_tokens",
-    sql: include_str!("../../migrations/sqlite/0001_webhooks_and_tokens.sql"),
-}];
+pub const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "webhooks_and_tokens",
+        sql: include_str!("../../migrations/sqlite/0001_webhooks_and_tokens.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "event_log_and_delivery",
+        sql: include_str!("../../migrations/sqlite/0002_event_log_and_delivery.sql"),
+    },
+];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS outhook_migrations (
     version BIGINT PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, applied_at BIGINT NOT NULL)";

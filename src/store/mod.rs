@@ -14,6 +14,8 @@ use uuid::Uuid;
 
 use crate::clock::Millis;
 use crate::domain::change::Version;
+use crate::domain::delivery::{AttemptRecord, DispatchState, Outcome, PendingBatch};
+use crate::domain::event::NewEvent;
 use crate::domain::token::{Role, Token};
 use crate::domain::webhook::{Webhook, WebhookStatus, WebhookType};
 
@@ -137,9 +139,17 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a new webhook; `Conflict` when its name is taken.
     async fn insert_webhook(&self, webhook: &Webhook) -> Result<(), StoreError>;
 
-    /// Replaces a webhook whose stored version is still `expected`; `Stale` otherwise,
-    /// `Conflict` when a rename hits a taken name.
-    async fn update_webhook(&self, webhook: &Webhook, expected: Version) -> Result<(), StoreError>;
+    /// Replaces the user-written fields of a webhook whose stored version is still
+    /// `expected`; `Stale` otherwise, `Conflict` when a rename hits a taken name. The
+    /// delivery state is the dispatcher's: it is only written when `resume` is set, which
+    /// takes `status` and `failureDetails` from `webhook` and clears the scheduled retry, so
+    /// that the pending batch is sent again at once.
+    async fn update_webhook(
+        &self,
+        webhook: &Webhook,
+        expected: Version,
+        resume: bool,
+    ) -> Result<(), StoreError>;
 
     async fn webhook(&self, id: Uuid) -> Result<Option<Webhook>, StoreError>;
 
@@ -167,6 +177,113 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many unrevoked tokens have this role.
     async fn count_live_tokens(&self, role: Role) -> Result<i64, StoreError>;
+
+    // ---- the event log ----
+
+    /// Appends events in one transaction and returns each one's log position, or `None` for
+    /// an event whose eventId is already in the log (or earlier in `events`). Positions
+    /// become visible in increasing order, whatever the number of concurrent writers.
+    async fn append_events(
+        &self,
+        events: &[NewEvent],
+        now: Millis,
+    ) -> Result<Vec<Option<i64>>, StoreError>;
+
+    /// The highest position handed out so far.
+    async fn log_head(&self) -> Result<i64, StoreError>;
+
+    /// Events with `after < seq <= up_to`, in log order, at most `limit`.
+    async fn read_events(
+        &self,
+        after: i64,
+        up_to: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// The events at these positions that are still in the log, in log order.
+    async fn events_at(&self, seqs: &[i64]) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Deletes events ingested before `events_before` and attempts made before
+    /// `attempts_before`; returns how many rows went.
+    async fn prune(
+        &self,
+        events_before: Millis,
+        attempts_before: Millis,
+    ) -> Result<u64, StoreError>;
+
+    // ---- dispatcher instances and leases ----
+
+    /// Records that `instance` is alive and forgets instances silent since `forget_before`;
+    /// returns how many instances have beaten since `live_since`.
+    async fn heartbeat(
+        &self,
+        instance: Uuid,
+        now: Millis,
+        live_since: Millis,
+        forget_before: Millis,
+    ) -> Result<i64, StoreError>;
+
+    /// Takes the lease of enabled, undeleted webhooks that have no live owner (an owner
+    /// whose heartbeat is older than `expired_before` is dead), up to `limit` in all, and
+    /// returns every webhook `instance` now owns among them, those it already had first.
+    async fn claim_webhooks(
+        &self,
+        instance: Uuid,
+        expired_before: Millis,
+        limit: u32,
+    ) -> Result<Vec<Uuid>, StoreError>;
+
+    /// Gives up the leases of these webhooks (only where `instance` holds them).
+    async fn release_webhooks(&self, instance: Uuid, ids: &[Uuid]) -> Result<(), StoreError>;
+
+    /// Gives up every lease of `instance` and forgets it: a clean shutdown.
+    async fn remove_instance(&self, instance: Uuid) -> Result<(), StoreError>;
+
+    // ---- delivery state ----
+
+    async fn dispatch_state(&self, id: Uuid) -> Result<Option<DispatchState>, StoreError>;
+
+    /// Records the batch about to be sent; false when `owner` no longer holds the lease.
+    async fn begin_batch(
+        &self,
+        id: Uuid,
+        owner: Uuid,
+        batch: &PendingBatch,
+    ) -> Result<bool, StoreError>;
+
+    /// Records an attempt and the state it led to, in one transaction; false (and nothing
+    /// written) when `owner` no longer holds the lease.
+    async fn finish_attempt(
+        &self,
+        id: Uuid,
+        owner: Uuid,
+        attempt: &AttemptRecord,
+        next: &DispatchState,
+    ) -> Result<bool, StoreError>;
+
+    /// Moves the cursors of idle webhooks forward over events that did not match them.
+    async fn advance_cursors(
+        &self,
+        owner: Uuid,
+        positions: &[(Uuid, i64)],
+    ) -> Result<(), StoreError>;
+
+    /// A webhook's attempts, newest first, below the attempt id `before`.
+    async fn list_attempts(
+        &self,
+        webhook: Uuid,
+        outcome: Option<Outcome>,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Result<Vec<AttemptRecord>, StoreError>;
+}
+
+/// An event as the log holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub event_id: Uuid,
+    pub body: String,
 }
 
 /// Opens the database named by `url` (`postgres://…` or `sqlite://…`) and brings its
@@ -187,4 +304,12 @@ fn unique_as_conflict(err: sqlx::Error, what: &'static str) -> StoreError {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),
         _ => StoreError::Database(err),
     }
+}
+
+/// Indexes of the events whose eventId appears for the first time in the slice.
+fn first_occurrences(events: &[NewEvent]) -> Vec<usize> {
+    let mut seen = std::collections::HashSet::with_capacity(events.len());
+    (0..events.len())
+        .filter(|&i| seen.insert(events[i].event_id))
+        .collect()
 }

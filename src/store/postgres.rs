@@ -7,10 +7,15 @@ use sqlx::Row;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use uuid::Uuid;
 
-use super::rows::{TokenRow, WebhookRow};
-use super::{Cursor, Page, Store, StoreError, WebhookQuery, migrate, unique_as_conflict};
+use super::rows::{AttemptRow, DispatchRow, TokenRow, WebhookRow};
+use super::{
+    Cursor, Page, Store, StoreError, StoredEvent, WebhookQuery, first_occurrences, migrate,
+    unique_as_conflict,
+};
 use crate::clock::Millis;
 use crate::domain::change::Version;
+use crate::domain::delivery::{AttemptRecord, DispatchState, Outcome, PendingBatch};
+use crate::domain::event::NewEvent;
 use crate::domain::token::{Role, Token};
 use crate::domain::webhook::Webhook;
 
@@ -85,8 +90,9 @@ impl Store for PgStore {
         let w = WebhookRow::from_webhook(webhook);
         sqlx::query(
             "INSERT INTO webhooks (id, name, webhook_type, status, enabled, deleted, version, updated_at, \
-             updated_by, spec, secret_key, change_description, failure_details) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+             updated_by, spec, secret_key, change_description, failure_details, cursor_seq) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
+             (SELECT last_seq FROM event_log_head WHERE id = 1))",
         )
         .bind(w.id)
         .bind(&w.name)
@@ -107,12 +113,22 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn update_webhook(&self, webhook: &Webhook, expected: Version) -> Result<(), StoreError> {
+    async fn update_webhook(
+        &self,
+        webhook: &Webhook,
+        expected: Version,
+        resume: bool,
+    ) -> Result<(), StoreError> {
         let w = WebhookRow::from_webhook(webhook);
         let done = sqlx::query(
-            "UPDATE webhooks SET name = $2, webhook_type = $3, status = $4, enabled = $5, deleted = $6, \
+            "UPDATE webhooks SET name = $2, webhook_type = $3, enabled = $5, deleted = $6, \
              version = $7, updated_at = $8, updated_by = $9, spec = $10, secret_key = $11, \
-             change_description = $12, failure_details = $13 WHERE id = $1 AND version = $14",
+             change_description = $12, \
+             status = CASE WHEN $15 THEN $4 ELSE status END, \
+             failure_details = CASE WHEN $15 THEN $13 ELSE failure_details END, \
+             next_attempt_at = CASE WHEN $15 THEN NULL ELSE next_attempt_at END, \
+             retry_step = CASE WHEN $15 THEN 0 ELSE retry_step END \
+             WHERE id = $1 AND version = $14",
         )
         .bind(w.id)
         .bind(&w.name)
@@ -128,6 +144,7 @@ impl Store for PgStore {
         .bind(&w.change_description)
         .bind(&w.failure_details)
         .bind(expected.tenths() as i32)
+        .bind(resume)
         .execute(&self.pool)
         .await
         .map_err(|e| unique_as_conflict(e, "webhook name"))?;
@@ -162,7 +179,7 @@ impl Store for PgStore {
 
     async fn list_webhooks(&self, q: &WebhookQuery) -> Result<Page<Webhook>, StoreError> {
         // Filters are bound as parameters; only the fixed ordering clause varies.
-        const FILTER: &str = "($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR webhook_type = $2) \
+        const FILTER: &str = "($1::text IS NULL OR ($1 = 'disabled' AND NOT enabled) OR (enabled AND status = $1)) AND ($2::text IS NULL OR webhook_type = $2) \
              AND deleted IN ($3, $4)";
         let (order, cursor) = match &q.cursor {
             Some(Cursor::Before(name)) => ("AND name < $5 ORDER BY name DESC", Some(name.as_str())),
@@ -281,4 +298,337 @@ impl Store for PgStore {
         .fetch_one(&self.pool)
         .await?)
     }
+
+    async fn append_events(
+        &self,
+        events: &[NewEvent],
+        now: Millis,
+    ) -> Result<Vec<Option<i64>>, StoreError> {
+        let fresh = first_occurrences(events);
+        let mut tx = self.pool.begin().await?;
+        // The head row is locked until commit: appends commit in position order.
+        let last: i64 = sqlx::query_scalar(
+            "UPDATE event_log_head SET last_seq = last_seq + $1 WHERE id = 1 RETURNING last_seq",
+        )
+        .bind(fresh.len() as i64)
+        .fetch_one(&mut *tx)
+        .await?;
+        let first = last - fresh.len() as i64 + 1;
+        let seqs: Vec<i64> = (first..=last).collect();
+        let pick =
+            |f: fn(&NewEvent) -> String| fresh.iter().map(|&i| f(&events[i])).collect::<Vec<_>>();
+        let ids: Vec<Uuid> = fresh.iter().map(|&i| events[i].event_id).collect();
+        let inserted: Vec<i64> = sqlx::query_scalar(
+            "INSERT INTO events (seq, event_id, event_type, entity_type, created_at, body) \
+             SELECT s, e, t, k, $5, b FROM UNNEST($1::bigint[], $2::uuid[], $3::text[], $4::text[], $6::text[]) \
+             AS x(s, e, t, k, b) ON CONFLICT (event_id) DO NOTHING RETURNING seq",
+        )
+        .bind(&seqs)
+        .bind(&ids)
+        .bind(pick(|e| e.event_type.as_str().to_owned()))
+        .bind(pick(|e| e.entity_type.clone()))
+        .bind(now)
+        .bind(pick(|e| e.body.clone()))
+        .fetch_all(&mut *tx)
+        .await?;
+        if !inserted.is_empty() {
+            // Wakes the other instances' dispatchers once this commits.
+            sqlx::query("SELECT pg_notify('outhook_events', $1)")
+                .bind(last.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        let inserted: std::collections::HashSet<i64> = inserted.into_iter().collect();
+        let mut positions = vec![None; events.len()];
+        for (k, &i) in fresh.iter().enumerate() {
+            positions[i] = inserted.contains(&seqs[k]).then_some(seqs[k]);
+        }
+        Ok(positions)
+    }
+
+    async fn log_head(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT last_seq FROM event_log_head WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn read_events(
+        &self,
+        after: i64,
+        up_to: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        sqlx::query("SELECT seq, event_id, body FROM events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3")
+            .bind(after)
+            .bind(up_to)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(event_from_row)
+            .collect()
+    }
+
+    async fn events_at(&self, seqs: &[i64]) -> Result<Vec<StoredEvent>, StoreError> {
+        sqlx::query("SELECT seq, event_id, body FROM events WHERE seq = ANY($1) ORDER BY seq")
+            .bind(seqs)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(event_from_row)
+            .collect()
+    }
+
+    async fn prune(
+        &self,
+        events_before: Millis,
+        attempts_before: Millis,
+    ) -> Result<u64, StoreError> {
+        let events = sqlx::query("DELETE FROM events WHERE created_at < $1")
+            .bind(events_before)
+            .execute(&self.pool)
+            .await?;
+        let attempts = sqlx::query("DELETE FROM delivery_attempts WHERE attempted_at < $1")
+            .bind(attempts_before)
+            .execute(&self.pool)
+            .await?;
+        Ok(events.rows_affected() + attempts.rows_affected())
+    }
+
+    async fn heartbeat(
+        &self,
+        instance: Uuid,
+        now: Millis,
+        live_since: Millis,
+        forget_before: Millis,
+    ) -> Result<i64, StoreError> {
+        sqlx::query(
+            "INSERT INTO dispatcher_instances (id, heartbeat_at, started_at) VALUES ($1, $2, $2) \
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at",
+        )
+        .bind(instance)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        sqlx::query("DELETE FROM dispatcher_instances WHERE heartbeat_at < $1")
+            .bind(forget_before)
+            .execute(&self.pool)
+            .await?;
+        Ok(
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM dispatcher_instances WHERE heartbeat_at >= $1",
+            )
+            .bind(live_since)
+            .fetch_one(&self.pool)
+            .await?,
+        )
+    }
+
+    async fn claim_webhooks(
+        &self,
+        instance: Uuid,
+        expired_before: Millis,
+        limit: u32,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        // SKIP LOCKED: instances claiming at once each take different rows, nobody waits.
+        Ok(sqlx::query_scalar(
+            "UPDATE webhooks SET owner = $1 WHERE id IN ( \
+               SELECT w.id FROM webhooks w LEFT JOIN dispatcher_instances i ON i.id = w.owner \
+               WHERE w.enabled AND NOT w.deleted \
+                 AND (w.owner IS NULL OR w.owner = $1 OR i.id IS NULL OR i.heartbeat_at < $2) \
+               ORDER BY (w.owner IS NOT DISTINCT FROM $1) DESC, w.id LIMIT $3 \
+               FOR UPDATE OF w SKIP LOCKED) \
+             RETURNING id",
+        )
+        .bind(instance)
+        .bind(expired_before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn release_webhooks(&self, instance: Uuid, ids: &[Uuid]) -> Result<(), StoreError> {
+        sqlx::query("UPDATE webhooks SET owner = NULL WHERE owner = $1 AND id = ANY($2)")
+            .bind(instance)
+            .bind(ids)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn remove_instance(&self, instance: Uuid) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE webhooks SET owner = NULL WHERE owner = $1")
+            .bind(instance)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM dispatcher_instances WHERE id = $1")
+            .bind(instance)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn dispatch_state(&self, id: Uuid) -> Result<Option<DispatchState>, StoreError> {
+        sqlx::query(
+            "SELECT cursor_seq, batch, retry_step, next_attempt_at, status, failure_details, last_success_at \
+             FROM webhooks WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| {
+            DispatchRow {
+                cursor: r.try_get(0)?,
+                batch: r.try_get(1)?,
+                retry_step: r.try_get(2)?,
+                next_attempt_at: r.try_get(3)?,
+                status: r.try_get(4)?,
+                failure_details: r.try_get(5)?,
+                last_success_at: r.try_get(6)?,
+            }
+            .into_state()
+        })
+        .transpose()
+    }
+
+    async fn begin_batch(
+        &self,
+        id: Uuid,
+        owner: Uuid,
+        batch: &PendingBatch,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE webhooks SET batch = $3 WHERE id = $1 AND owner = $2")
+            .bind(id)
+            .bind(owner)
+            .bind(serde_json::to_string(batch).expect("a batch serializes"))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn finish_attempt(
+        &self,
+        id: Uuid,
+        owner: Uuid,
+        attempt: &AttemptRecord,
+        next: &DispatchState,
+    ) -> Result<bool, StoreError> {
+        let s = DispatchRow::from_state(next);
+        let a = AttemptRow::from_record(attempt);
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE webhooks SET cursor_seq = $3, batch = $4, retry_step = $5, next_attempt_at = $6, \
+             status = $7, failure_details = $8, last_success_at = $9 WHERE id = $1 AND owner = $2",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(s.cursor)
+        .bind(&s.batch)
+        .bind(s.retry_step)
+        .bind(s.next_attempt_at)
+        .bind(&s.status)
+        .bind(&s.failure_details)
+        .bind(s.last_success_at)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO delivery_attempts (webhook_id, delivery_id, attempt, event_ids, url, request_bytes, \
+             status_code, response_excerpt, error_kind, error, duration_ms, attempted_at, outcome, next_attempt_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(a.webhook_id)
+        .bind(a.delivery_id)
+        .bind(a.attempt)
+        .bind(&a.event_ids)
+        .bind(&a.url)
+        .bind(a.request_bytes)
+        .bind(a.status_code)
+        .bind(&a.response_excerpt)
+        .bind(&a.error_kind)
+        .bind(&a.error)
+        .bind(a.duration_ms)
+        .bind(a.attempted_at)
+        .bind(&a.outcome)
+        .bind(a.next_attempt_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn advance_cursors(
+        &self,
+        owner: Uuid,
+        positions: &[(Uuid, i64)],
+    ) -> Result<(), StoreError> {
+        let ids: Vec<Uuid> = positions.iter().map(|p| p.0).collect();
+        let seqs: Vec<i64> = positions.iter().map(|p| p.1).collect();
+        sqlx::query(
+            "UPDATE webhooks w SET cursor_seq = p.seq FROM UNNEST($2::uuid[], $3::bigint[]) AS p(id, seq) \
+             WHERE w.id = p.id AND w.owner = $1 AND w.batch IS NULL AND w.cursor_seq < p.seq",
+        )
+        .bind(owner)
+        .bind(&ids)
+        .bind(&seqs)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_attempts(
+        &self,
+        webhook: Uuid,
+        outcome: Option<Outcome>,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Result<Vec<AttemptRecord>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM delivery_attempts WHERE webhook_id = $1 AND ($2::text IS NULL OR outcome = $2) \
+             AND ($3::bigint IS NULL OR id < $3) ORDER BY id DESC LIMIT $4",
+        )
+        .bind(webhook)
+        .bind(outcome.map(|o| o.as_str()))
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            AttemptRow {
+                id: r.try_get("id")?,
+                webhook_id: r.try_get("webhook_id")?,
+                delivery_id: r.try_get("delivery_id")?,
+                attempt: r.try_get("attempt")?,
+                event_ids: r.try_get("event_ids")?,
+                url: r.try_get("url")?,
+                request_bytes: r.try_get("request_bytes")?,
+                status_code: r.try_get("status_code")?,
+                response_excerpt: r.try_get("response_excerpt")?,
+                error_kind: r.try_get("error_kind")?,
+                error: r.try_get("error")?,
+                duration_ms: r.try_get("duration_ms")?,
+                attempted_at: r.try_get("attempted_at")?,
+                outcome: r.try_get("outcome")?,
+                next_attempt_at: r.try_get("next_attempt_at")?,
+            }
+            .into_record()
+        })
+        .collect()
+    }
+}
+
+fn event_from_row(r: &PgRow) -> Result<StoredEvent, StoreError> {
+    Ok(StoredEvent {
+        seq: r.try_get(0)?,
+        event_id: r.try_get(1)?,
+        body: r.try_get(2)?,
+    })
 }

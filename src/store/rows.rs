@@ -6,6 +6,7 @@ use uuid::Uuid;
 use super::StoreError;
 use crate::clock::Millis;
 use crate::domain::change::Version;
+use crate::domain::delivery::{AttemptRecord, DispatchState, PendingBatch};
 use crate::domain::token::{Token, TokenName};
 use crate::domain::webhook::{SecretKey, Webhook, WebhookSpec};
 
@@ -113,4 +114,115 @@ fn from_json_opt<T: serde::de::DeserializeOwned>(s: Option<&str>) -> Result<Opti
     s.map(serde_json::from_str)
         .transpose()
         .map_err(|e| e.to_string())
+}
+
+/// The delivery-state columns of a webhook.
+#[derive(Debug, Clone)]
+pub struct DispatchRow {
+    pub cursor: i64,
+    pub batch: Option<String>,
+    pub retry_step: i32,
+    pub next_attempt_at: Option<Millis>,
+    pub status: String,
+    pub failure_details: Option<String>,
+    pub last_success_at: Option<Millis>,
+}
+
+impl DispatchRow {
+    pub fn from_state(s: &DispatchState) -> Self {
+        Self {
+            cursor: s.cursor,
+            batch: s.batch.as_ref().map(to_json),
+            retry_step: s.retry_step as i32,
+            next_attempt_at: s.next_attempt_at,
+            status: s.status.as_str().to_owned(),
+            failure_details: s.failure_details.as_ref().map(to_json),
+            last_success_at: s.last_success_at,
+        }
+    }
+
+    pub fn into_state(self) -> Result<DispatchState, StoreError> {
+        let corrupt =
+            |what: &str, e: String| StoreError::Corrupt(format!("delivery state {what}: {e}"));
+        Ok(DispatchState {
+            cursor: self.cursor,
+            batch: from_json_opt::<PendingBatch>(self.batch.as_deref())
+                .map_err(|e| corrupt("batch", e))?,
+            retry_step: self.retry_step as u32,
+            next_attempt_at: self.next_attempt_at,
+            status: self.status.parse().map_err(|e| corrupt("status", e))?,
+            failure_details: from_json_opt(self.failure_details.as_deref())
+                .map_err(|e| corrupt("failureDetails", e))?,
+            last_success_at: self.last_success_at,
+        })
+    }
+}
+
+/// A delivery attempt as columns (`id` is assigned by the database).
+#[derive(Debug, Clone)]
+pub struct AttemptRow {
+    pub id: i64,
+    pub webhook_id: Uuid,
+    pub delivery_id: Uuid,
+    pub attempt: i32,
+    pub event_ids: String,
+    pub url: String,
+    pub request_bytes: i64,
+    pub status_code: Option<i32>,
+    pub response_excerpt: Option<String>,
+    pub error_kind: Option<String>,
+    pub error: Option<String>,
+    pub duration_ms: i64,
+    pub attempted_at: Millis,
+    pub outcome: String,
+    pub next_attempt_at: Option<Millis>,
+}
+
+impl AttemptRow {
+    pub fn from_record(a: &AttemptRecord) -> Self {
+        Self {
+            id: a.id,
+            webhook_id: a.webhook_id,
+            delivery_id: a.delivery_id,
+            attempt: a.attempt as i32,
+            event_ids: to_json(&a.event_ids),
+            url: a.url.clone(),
+            request_bytes: a.request_bytes,
+            status_code: a.status_code.map(i32::from),
+            response_excerpt: a.response_excerpt.clone(),
+            error_kind: a.error_kind.map(|k| k.as_str().to_owned()),
+            error: a.error.clone(),
+            duration_ms: a.duration_ms,
+            attempted_at: a.attempted_at,
+            outcome: a.outcome.as_str().to_owned(),
+            next_attempt_at: a.next_attempt_at,
+        }
+    }
+
+    pub fn into_record(self) -> Result<AttemptRecord, StoreError> {
+        let corrupt =
+            |what: &str, e: String| StoreError::Corrupt(format!("attempt {} {what}: {e}", self.id));
+        Ok(AttemptRecord {
+            id: self.id,
+            webhook_id: self.webhook_id,
+            delivery_id: self.delivery_id,
+            attempt: self.attempt as u32,
+            event_ids: serde_json::from_str(&self.event_ids)
+                .map_err(|e| corrupt("eventIds", e.to_string()))?,
+            url: self.url,
+            request_bytes: self.request_bytes,
+            status_code: self.status_code.map(|c| c as u16),
+            response_excerpt: self.response_excerpt,
+            error_kind: self
+                .error_kind
+                .map(|k| k.parse())
+                .transpose()
+                .map_err(|e| corrupt("errorKind", e))?,
+            error: self.error,
+            duration_ms: self.duration_ms,
+            attempted_at: self.attempted_at,
+            outcome: self.outcome.parse().map_err(|e| corrupt("outcome", e))?,
+            next_attempt_at: self.next_attempt_at,
+        })
+    }
 }

@@ -55,6 +55,7 @@ impl Running {
 /// Opens the database (running migrations), makes sure an admin token exists, binds the
 /// address and starts serving.
 pub async fn start(args: &ServeArgs, clock: Arc<dyn Clock>) -> anyhow::Result<Running> {
+    install_crypto_provider();
     let store = store::connect(&args.database.database_url)
         .await
         .context("opening the database")?;
@@ -128,4 +129,10 @@ pub async fn ensure_admin_token(
         ))
         .await?;
     Ok(Some(secret))
+}
+
+/// TLS for outbound deliveries uses rustls with the *ring* provider (no C toolchain beyond
+/// what ring needs). Installing it twice is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }

@@ -10,8 +10,12 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::api::{self, AppState};
+use crate::bus::Ingestor;
+use crate::bus::ratelimit::{Limits, RateLimiter};
 use crate::clock::Clock;
 use crate::config::ServeArgs;
+use crate::dispatch::metrics::Metrics;
+use crate::dispatch::{self, Dispatcher};
 use crate::domain::token::{
     MIN_CONFIGURED_TOKEN_LEN, Role, Token, TokenName, generate_secret, hash_secret,
 };
@@ -28,16 +32,18 @@ pub struct Running {
     /// only here: the database keeps its hash.
     pub generated_admin_token: Option<String>,
     pub store: Arc<dyn Store>,
+    pub dispatcher: Arc<Dispatcher>,
     shutdown: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
+    ingestor: JoinHandle<()>,
 }
 
 impl Running {
-    /// Stops taking requests, lets the ones in flight finish, and returns.
+    /// Stops taking requests, lets the ones in flight finish, then stops the dispatcher
+    /// (the attempt in flight is finished and recorded, leases are handed back).
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
-        self.server.await.context("the server task panicked")??;
-        Ok(())
+        self.wait().await
     }
 
     /// A token that stops this instance when cancelled.
@@ -45,9 +51,14 @@ impl Running {
         self.shutdown.clone()
     }
 
-    /// Waits until the server ends (after [`Running::shutdown_token`] is cancelled).
+    /// Waits until the server ends (after [`Running::shutdown_token`] is cancelled), then
+    /// drains the ingest queue and stops the dispatcher.
     pub async fn wait(self) -> anyhow::Result<()> {
-        self.server.await.context("the server task panicked")??;
+        let served = self.server.await.context("the server task panicked")?;
+        // The API is gone, and with it every handle on the ingestor: it drains and ends.
+        let _ = self.ingestor.await;
+        self.dispatcher.shutdown().await;
+        served?;
         Ok(())
     }
 }
@@ -67,9 +78,36 @@ pub async fn start(args: &ServeArgs, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         .await
         .with_context(|| format!("binding {}", args.bind))?;
     let addr = listener.local_addr()?;
+    let metrics = Arc::new(Metrics::default());
+    let settings = dispatch::Settings {
+        retry_schedule: args.retry_schedule.0.clone(),
+        retention: args.retention,
+        allow_private: args.allow_private.clone(),
+        lease_ttl: args.lease_ttl,
+        poll_interval: args.poll_interval,
+        max_in_flight: args.max_in_flight as usize,
+    };
+    let dispatcher =
+        Arc::new(Dispatcher::start(store.clone(), clock.clone(), metrics.clone(), settings).await?);
+    let wake = dispatcher.clone();
+    let (ingestor, ingest_task) = Ingestor::start(
+        store.clone(),
+        clock.clone(),
+        metrics.clone(),
+        Arc::new(move || wake.events_committed()),
+    );
     let state = Arc::new(AppState {
         store: store.clone(),
         clock,
+        dispatcher: dispatcher.clone(),
+        ingestor,
+        limiter: RateLimiter::new(Limits {
+            per_second: args.publish_rate,
+            burst: args.publish_burst,
+            daily: args.publish_daily_quota,
+        }),
+        metrics,
+        max_events_per_request: args.max_events_per_request as usize,
     });
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
@@ -84,8 +122,10 @@ pub async fn start(args: &ServeArgs, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         addr,
         generated_admin_token,
         store,
+        dispatcher,
         shutdown,
         server,
+        ingestor: ingest_task,
     })
 }
 

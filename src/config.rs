@@ -68,6 +68,40 @@ pub struct ServeArgs {
     /// How long accepted events are kept in the event log (units ms, s, m, h, d).
     #[arg(long, env = "OUTHOOK_RETENTION", default_value = "14d", value_parser = parse_duration)]
     pub retention: Duration,
+
+    /// Publish requests per second allowed per token (POST /api/v1/events).
+    #[arg(long, env = "OUTHOOK_PUBLISH_RATE", default_value_t = 1000.0)]
+    pub publish_rate: f64,
+
+    /// Publish requests a token may make at once above its rate.
+    #[arg(long, env = "OUTHOOK_PUBLISH_BURST", default_value_t = 2000.0)]
+    pub publish_burst: f64,
+
+    /// Publish requests allowed per token per UTC day.
+    #[arg(
+        long,
+        env = "OUTHOOK_PUBLISH_DAILY_QUOTA",
+        default_value_t = 10_000_000
+    )]
+    pub publish_daily_quota: u64,
+
+    /// Most events in one publish request (1–10000).
+    #[arg(long, env = "OUTHOOK_MAX_EVENTS_PER_REQUEST", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_events_per_request: u32,
+
+    /// Deliveries in flight at once, across all webhooks.
+    #[arg(long, env = "OUTHOOK_MAX_IN_FLIGHT", default_value_t = 512,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_in_flight: u32,
+
+    /// How long a silent instance keeps its webhooks before another instance takes them.
+    #[arg(long, env = "OUTHOOK_LEASE_TTL", default_value = "30s", value_parser = parse_duration)]
+    pub lease_ttl: Duration,
+
+    /// How often the event log is polled when no wake-up arrives (wake-ups are immediate).
+    #[arg(long, env = "OUTHOOK_POLL_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
+    pub poll_interval: Duration,
 }
 
 /// Parses `500ms`, `30s`, `5m`, `4h`, `14d`.

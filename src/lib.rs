@@ -7,7 +7,9 @@
 
 pub mod api;
 pub mod app;
+pub mod bus;
 pub mod clock;
 pub mod config;
+pub mod dispatch;
 pub mod domain;
 pub mod store;

@@ -3,7 +3,8 @@
 //!
 //! Status codes: 400 body or query not parseable, 401 no valid token, 403 role too small,
 //! 404 unknown resource or route, 405 wrong method, 409 name taken / concurrent change /
-//! failed JSON Patch `test`, 413 body too large, 415 wrong content type, 422 well-formed
+//! failed JSON Patch `test`, 413 body too large, 415 wrong content type, 429 publish rate
+//! or quota exceeded (with `Retry-After`), 422 well-formed
 //! input with an invalid value (the field is named). Internal detail is logged, never sent.
 
 use axum::Json;
@@ -28,15 +29,27 @@ pub struct ErrorBody {
 /// One invalid field: a dotted path such as `webhookConfig.endpoint` or `eventFilters[0].eventType`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct FieldError {
+    /// For a batch of events: which one (from 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
     pub field: String,
     pub message: String,
+}
+
+impl FieldError {
+    fn describe(&self) -> String {
+        match self.index {
+            Some(i) => format!("event {i}: {}: {}", self.field, self.message),
+            None => format!("{}: {}", self.field, self.message),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
-    #[error("{}", .0.iter().map(|f| format!("{}: {}", f.field, f.message)).collect::<Vec<_>>().join("; "))]
+    #[error("{}", .0.iter().map(FieldError::describe).collect::<Vec<_>>().join("; "))]
     Invalid(Vec<FieldError>),
     #[error("a valid bearer token is required (Authorization: Bearer <token>)")]
     Unauthorized,
@@ -51,9 +64,16 @@ pub enum ApiError {
     #[error("request body is larger than the {0}-byte limit")]
     PayloadTooLarge(usize),
     #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("{reason}")]
+    TooManyRequests {
+        reason: String,
+        retry_after_secs: u64,
+    },
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -62,6 +82,7 @@ impl ApiError {
     /// A 422 for one field.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Invalid(vec![FieldError {
+            index: None,
             field: field.into(),
             message: message.into(),
         }])
@@ -76,9 +97,10 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PayloadTooLarge(_) | Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -112,6 +134,14 @@ impl IntoResponse for ApiError {
             details,
         };
         let mut response = (status, Json(body)).into_response();
+        if let Self::TooManyRequests {
+            retry_after_secs, ..
+        } = &self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

@@ -11,16 +11,16 @@ use super::error::{ApiError, FieldError};
 /// The largest management request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// A JSON body sent as `application/json`.
-pub struct JsonBody(pub Value);
+/// A JSON body sent as `application/json`, of at most `LIMIT` bytes.
+pub struct JsonBody<const LIMIT: usize = MAX_BODY_BYTES>(pub Value);
 
 /// An RFC 6902 document sent as `application/json-patch+json`.
 pub struct JsonPatchBody(pub json_patch::Patch);
 
-impl<S: Send + Sync> FromRequest<S> for JsonBody {
+impl<S: Send + Sync, const LIMIT: usize> FromRequest<S> for JsonBody<LIMIT> {
     type Rejection = ApiError;
     async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
-        let bytes = read_body(req, "application/json").await?;
+        let bytes = read_body(req, "application/json", LIMIT).await?;
         let value = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON: {e}")))?;
         Ok(Self(value))
@@ -30,7 +30,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
 impl<S: Send + Sync> FromRequest<S> for JsonPatchBody {
     type Rejection = ApiError;
     async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
-        let bytes = read_body(req, "application/json-patch+json").await?;
+        let bytes = read_body(req, "application/json-patch+json", MAX_BODY_BYTES).await?;
         let value: Value = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON: {e}")))?;
         if !value.is_array() {
@@ -45,8 +45,8 @@ impl<S: Send + Sync> FromRequest<S> for JsonPatchBody {
     }
 }
 
-/// Checks the content type, then reads at most [`MAX_BODY_BYTES`].
-async fn read_body(req: Request, expected: &str) -> Result<Bytes, ApiError> {
+/// Checks the content type, then reads at most `limit` bytes.
+async fn read_body(req: Request, expected: &str, limit: usize) -> Result<Bytes, ApiError> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -69,12 +69,12 @@ async fn read_body(req: Request, expected: &str) -> Result<Bytes, ApiError> {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
-        return Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES));
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge(limit));
     }
-    axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+    axum::body::to_bytes(req.into_body(), limit)
         .await
-        .map_err(|_| ApiError::PayloadTooLarge(MAX_BODY_BYTES))
+        .map_err(|_| ApiError::PayloadTooLarge(limit))
 }
 
 /// Deserializes a JSON value into a checked type; the error names the field's path.
@@ -83,6 +83,7 @@ pub fn parse<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
         let path = e.path().to_string();
         let message = e.inner().to_string();
         ApiError::Invalid(vec![FieldError {
+            index: None,
             field: field_name(&path, &message),
             message,
         }])

@@ -3,8 +3,10 @@
 
 pub mod auth;
 pub mod error;
+mod events;
 pub mod extract;
 mod health;
+mod monitor;
 mod tokens;
 mod webhooks;
 
@@ -27,6 +29,11 @@ use error::ApiError;
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
+    pub dispatcher: Arc<crate::dispatch::Dispatcher>,
+    pub ingestor: crate::bus::Ingestor,
+    pub limiter: crate::bus::ratelimit::RateLimiter,
+    pub metrics: Arc<crate::dispatch::metrics::Metrics>,
+    pub max_events_per_request: usize,
 }
 
 #[derive(OpenApi)]
@@ -35,6 +42,8 @@ pub struct AppState {
     modifiers(&BearerAuth),
     tags(
         (name = "webhooks", description = "The webhook resource"),
+        (name = "events", description = "Publishing ChangeEvents"),
+        (name = "deliveries", description = "Delivery log, status, test and resume"),
         (name = "tokens", description = "API tokens (admin only)"),
         (name = "health", description = "Liveness, readiness and this document"),
     )
@@ -90,6 +99,8 @@ impl Modify for ResponseDescriptions {
 fn parts() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
     let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(webhooks::routes())
+        .merge(events::routes())
+        .merge(monitor::routes())
         .merge(tokens::routes())
         .merge(health::routes())
         .split_for_parts();

@@ -157,6 +157,7 @@ async fn create_webhook(
     reject_mask_on_create(&spec)?;
     let webhook = Webhook::create(spec, &caller.name, state.clock.now_ms());
     state.store.insert_webhook(&webhook).await?;
+    state.dispatcher.webhook_changed(webhook.id).await;
     tracing::info!(webhook.id = %webhook.id, webhook.name = %webhook.spec.name, by = %caller.name, "webhook created");
     Ok(created(&webhook, &base))
 }
@@ -185,6 +186,7 @@ async fn create_or_update_webhook(
         reject_mask_on_create(&spec)?;
         let webhook = Webhook::create(spec, &caller.name, now);
         state.store.insert_webhook(&webhook).await?;
+        state.dispatcher.webhook_changed(webhook.id).await;
         return Ok(created(&webhook, &base));
     };
     if current.deleted {
@@ -199,6 +201,7 @@ async fn create_or_update_webhook(
                 .store
                 .update_webhook(&next, current.version, current.resumes_delivery(&next))
                 .await?;
+            state.dispatcher.webhook_changed(next.id).await;
             next
         }
         None => current,
@@ -371,6 +374,7 @@ async fn patch_webhook(
         .store
         .update_webhook(&next, current.version, current.resumes_delivery(&next))
         .await?;
+    state.dispatcher.webhook_changed(next.id).await;
     tracing::info!(webhook.id = %id, version = next.version.as_f64(), by = %caller.name, "webhook patched");
     Ok(Json(next.view(&base.0)))
 }
@@ -449,6 +453,7 @@ async fn delete_webhook(
         if !state.store.delete_webhook(id).await? {
             return Err(ApiError::NotFound(format!("webhook {id} not found")));
         }
+        state.dispatcher.webhook_changed(id).await;
         Webhook {
             deleted: true,
             ..current
@@ -459,6 +464,7 @@ async fn delete_webhook(
             .store
             .update_webhook(&next, current.version, false)
             .await?;
+        state.dispatcher.webhook_changed(next.id).await;
         next
     };
     tracing::info!(webhook.id = %id, hard, by = %caller.name, "webhook deleted");
@@ -498,5 +504,6 @@ async fn restore_webhook(
         .store
         .update_webhook(&next, current.version, false)
         .await?;
+    state.dispatcher.webhook_changed(next.id).await;
     Ok(Json(next.view(&base.0)))
 }

@@ -268,6 +268,20 @@ pub trait Store: Send + Sync + 'static {
         positions: &[(Uuid, i64)],
     ) -> Result<(), StoreError>;
 
+    // ---- wake-ups between instances ----
+
+    /// Until `stop`: wakes `events` when another instance commits events and sends the id
+    /// of a webhook another instance changed. Only a wake-up: polling stays behind it.
+    async fn listen(
+        &self,
+        events: Arc<tokio::sync::Notify>,
+        webhooks: tokio::sync::mpsc::UnboundedSender<Uuid>,
+        stop: tokio_util::sync::CancellationToken,
+    );
+
+    /// Tells the other instances that a webhook changed.
+    async fn announce_webhook_change(&self, id: Uuid) -> Result<(), StoreError>;
+
     /// A webhook's attempts, newest first, below the attempt id `before`.
     async fn list_attempts(
         &self,

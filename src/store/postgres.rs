@@ -1,5 +1,6 @@
 //! The PostgreSQL backend: production, and shared by several `outhook serve` instances.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -622,6 +623,57 @@ impl Store for PgStore {
             .into_record()
         })
         .collect()
+    }
+
+    async fn listen(
+        &self,
+        events: Arc<tokio::sync::Notify>,
+        webhooks: tokio::sync::mpsc::UnboundedSender<Uuid>,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        while !stop.is_cancelled() {
+            let connected = async {
+                let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+                listener
+                    .listen_all(["outhook_events", "outhook_webhooks"])
+                    .await?;
+                // Anything committed while we were not listening is found by the next read.
+                events.notify_one();
+                loop {
+                    let note = listener.recv().await?;
+                    match note.channel() {
+                        "outhook_events" => events.notify_one(),
+                        _ => {
+                            if let Ok(id) = Uuid::parse_str(note.payload()) {
+                                let _ = webhooks.send(id);
+                            }
+                        }
+                    }
+                }
+                #[allow(unreachable_code)]
+                Ok::<(), sqlx::Error>(())
+            };
+            tokio::select! {
+                result = connected => {
+                    if let Err(err) = result {
+                        tracing::warn!(error = %err, "LISTEN connection lost; polling until it is back");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.cancelled() => {}
+                    }
+                }
+                _ = stop.cancelled() => {}
+            }
+        }
+    }
+
+    async fn announce_webhook_change(&self, id: Uuid) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify('outhook_webhooks', $1)")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
 

@@ -643,6 +643,20 @@ impl Store for SqliteStore {
         })
         .collect()
     }
+
+    /// One process owns a SQLite file in practice; other processes' changes are found by polling.
+    async fn listen(
+        &self,
+        _events: std::sync::Arc<tokio::sync::Notify>,
+        _webhooks: tokio::sync::mpsc::UnboundedSender<Uuid>,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        stop.cancelled().await;
+    }
+
+    async fn announce_webhook_change(&self, _id: Uuid) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 fn event_from_row(r: &SqliteRow) -> Result<StoredEvent, StoreError> {

@@ -1,0 +1,130 @@
+//! `POST /api/v1/events`: the event bus's entry (SPEC §4).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::{ApiError, ErrorBody, FieldError};
+use super::extract::JsonBody;
+use crate::bus::IngestError;
+use crate::domain::event::NewEvent;
+use crate::domain::token::Permission;
+
+/// The largest publish request body.
+pub const MAX_PUBLISH_BYTES: usize = 16 * 1024 * 1024;
+
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(publish_events))
+}
+
+/// The answer to a publish: sent once the events are committed.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Published {
+    /// The eventId of every event, in the order sent (generated where none was given).
+    pub event_ids: Vec<Uuid>,
+    /// How many were new and are now in the log.
+    pub stored: usize,
+    /// How many were already in the log (same eventId): acknowledged, not stored again.
+    pub duplicates: usize,
+}
+
+/// Publish one ChangeEvent, or an array of them. All or nothing: if any event is invalid,
+/// none is stored and every bad one is listed by index and field.
+#[utoipa::path(post, path = "/api/v1/events", tag = "events",
+    request_body(content = Object, content_type = "application/json",
+        description = "An OpenMetadata ChangeEvent (eventId, eventType, timestamp, entity, changeDescription, userName, …) or an array of them"),
+    responses(
+        (status = 202, description = "Committed to the event log", body = Published),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 413, description = "Body over 16 MiB, or more events than allowed per request", body = ErrorBody),
+        (status = 415, body = ErrorBody),
+        (status = 422, description = "Invalid events, each named by index and field", body = ErrorBody),
+        (status = 429, description = "Rate limit or daily quota of the token; see Retry-After", body = ErrorBody),
+        (status = 503, description = "The event log cannot be written", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn publish_events(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    JsonBody(body): JsonBody<MAX_PUBLISH_BYTES>,
+) -> Result<(StatusCode, Json<Published>), ApiError> {
+    caller.require(Permission::Publish)?;
+    state
+        .limiter
+        .check(caller.token_id, state.clock.now_ms())
+        .map_err(|refusal| {
+            state.metrics.publish_rejected();
+            ApiError::TooManyRequests {
+                reason: refusal.reason,
+                retry_after_secs: refusal.retry_after_secs,
+            }
+        })?;
+    let items = match body {
+        Value::Array(items) => items,
+        object @ Value::Object(_) => vec![object],
+        _ => {
+            return Err(ApiError::BadRequest(
+                "the body must be an event object or an array of events".into(),
+            ));
+        }
+    };
+    if items.is_empty() {
+        return Err(ApiError::invalid("body", "the array holds no events"));
+    }
+    if items.len() > state.max_events_per_request {
+        return Err(ApiError::TooLarge(format!(
+            "at most {} events per request (got {})",
+            state.max_events_per_request,
+            items.len()
+        )));
+    }
+    let now = state.clock.now_ms();
+    let mut events = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        match NewEvent::parse(item, now) {
+            Ok(event) => events.push(event),
+            Err(e) => errors.push(FieldError {
+                index: Some(index),
+                field: if e.field.is_empty() {
+                    "event".into()
+                } else {
+                    e.field
+                },
+                message: e.message,
+            }),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid(errors));
+    }
+    let event_ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+    let positions = state
+        .ingestor
+        .publish(events)
+        .await
+        .map_err(|err| match err {
+            IngestError::Store(_) => {
+                ApiError::Unavailable("the event log cannot be written right now; retry".into())
+            }
+            IngestError::Closed => ApiError::Unavailable("outhook is shutting down; retry".into()),
+        })?;
+    let stored = positions.iter().filter(|p| p.is_some()).count();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Published {
+            event_ids,
+            stored,
+            duplicates: positions.len() - stored,
+        }),
+    ))
+}

@@ -1,0 +1,307 @@
+//! What happened to a webhook's deliveries, and acting on it: the delivery log, the
+//! delivery status, a test message, resume, and `/metrics`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde::Serialize;
+use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::{ApiError, ErrorBody};
+use super::extract::{BaseUrl, QueryParams};
+use crate::clock::Millis;
+use crate::dispatch::router::LogEvent;
+use crate::domain::delivery::{AttemptRecord, ErrorKind, Outcome};
+use crate::domain::event::EventFacts;
+use crate::domain::filter::webhook_matches;
+use crate::domain::token::Permission;
+use crate::domain::webhook::{FailureDetails, Resume, Webhook, WebhookStatus, WebhookView};
+
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list_deliveries))
+        .routes(routes!(delivery_status))
+        .routes(routes!(test_webhook))
+        .routes(routes!(resume_webhook))
+        .routes(routes!(metrics))
+}
+
+async fn find(state: &AppState, raw: &str) -> Result<Webhook, ApiError> {
+    let id = Uuid::parse_str(raw)
+        .map_err(|_| ApiError::BadRequest(format!("id: '{raw}' is not a UUID")))?;
+    state
+        .store
+        .webhook(id)
+        .await?
+        .filter(|w| !w.deleted)
+        .ok_or_else(|| ApiError::NotFound(format!("webhook {id} not found")))
+}
+
+/// A page of the delivery log.
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryList {
+    pub data: Vec<AttemptRecord>,
+    pub paging: DeliveryPaging,
+}
+
+/// The cursor to older attempts.
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryPaging {
+    pub after: Option<String>,
+}
+
+/// Every delivery attempt of a webhook, newest first.
+#[utoipa::path(get, path = "/api/v1/webhooks/{id}/deliveries", tag = "deliveries",
+    params(("id" = Uuid, Path),
+        ("status" = Option<Outcome>, Query, description = "Only attempts with this outcome"),
+        ("limit" = Option<u32>, Query, description = "1–1000, default 10"),
+        ("after" = Option<String>, Query, description = "Cursor from paging.after: older attempts")),
+    responses((status = 200, body = DeliveryList), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn list_deliveries(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    params: QueryParams,
+) -> Result<Json<DeliveryList>, ApiError> {
+    caller.require(Permission::Read)?;
+    let params = params.only(&["status", "limit", "after"])?;
+    let limit = params.get::<u32>("limit")?.unwrap_or(10);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "query parameter 'limit': must be 1–1000 (got {limit})"
+        )));
+    }
+    let webhook = find(&state, &id).await?;
+    let before = params.get::<i64>("after")?;
+    let outcome = params.get::<Outcome>("status")?;
+    let data = state
+        .store
+        .list_attempts(webhook.id, outcome, limit + 1, before)
+        .await?;
+    let more = data.len() > limit as usize;
+    let data: Vec<_> = data.into_iter().take(limit as usize).collect();
+    let after = if more {
+        data.last().map(|a| a.id.to_string())
+    } else {
+        None
+    };
+    Ok(Json(DeliveryList {
+        data,
+        paging: DeliveryPaging { after },
+    }))
+}
+
+/// The batch being delivered.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InFlight {
+    pub delivery_id: Uuid,
+    pub event_ids: Vec<Uuid>,
+    pub attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt: Option<Millis>,
+}
+
+/// Where a webhook's delivery stands.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryStatus {
+    pub id: Uuid,
+    pub name: String,
+    pub status: WebhookStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_details: Option<FailureDetails>,
+    /// Every event up to this log position was delivered or did not match.
+    pub position: i64,
+    /// The newest log position.
+    pub log_head: i64,
+    /// Matching events not delivered yet (the batch in flight included).
+    pub pending_events: u64,
+    /// True when there were too many to count exactly: `pendingEvents` is a lower bound.
+    pub pending_is_lower_bound: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<InFlight>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_success_at: Option<Millis>,
+}
+
+/// Log rows read at most to count pending events.
+const PENDING_SCAN_LIMIT: u32 = 20_000;
+
+/// A webhook's delivery status: state, failure details, position, pending events, last success.
+#[utoipa::path(get, path = "/api/v1/webhooks/{id}/status", tag = "deliveries",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = DeliveryStatus), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn delivery_status(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<DeliveryStatus>, ApiError> {
+    caller.require(Permission::Read)?;
+    let webhook = find(&state, &id).await?;
+    let dispatch = state
+        .store
+        .dispatch_state(webhook.id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("webhook {id} not found")))?;
+    let log_head = state.store.log_head().await?;
+    let in_batch = dispatch.batch.as_ref().map_or(0, |b| b.seqs.len() as u64);
+    let mut from = dispatch
+        .cursor
+        .max(dispatch.batch.as_ref().map_or(0, |b| b.last_seq()));
+    let (mut pending, mut scanned) = (in_batch, 0u32);
+    while from < log_head && scanned < PENDING_SCAN_LIMIT {
+        let rows = state.store.read_events(from, log_head, 1000).await?;
+        let Some(last) = rows.last().map(|r| r.seq) else {
+            break;
+        };
+        scanned += rows.len() as u32;
+        pending += rows
+            .into_iter()
+            .filter(|r| {
+                webhook_matches(
+                    &webhook.spec.event_filters.0,
+                    &EventFacts::from_body(&r.body),
+                )
+            })
+            .count() as u64;
+        from = last;
+    }
+    Ok(Json(DeliveryStatus {
+        id: webhook.id,
+        name: webhook.spec.name.to_string(),
+        status: webhook.shown_status(),
+        failure_details: dispatch.failure_details,
+        position: dispatch.cursor,
+        log_head,
+        pending_events: pending,
+        pending_is_lower_bound: from < log_head,
+        in_flight: dispatch.batch.map(|b| InFlight {
+            delivery_id: b.delivery_id,
+            event_ids: b.event_ids,
+            attempts: b.attempts,
+            next_attempt: dispatch.next_attempt_at,
+        }),
+        last_success_at: dispatch.last_success_at,
+    }))
+}
+
+/// How a test message went.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TestOutcome {
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
+    pub duration_ms: i64,
+    pub request_bytes: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_excerpt: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<ErrorKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Send a test message now, through the real path (format, sign, address policy, POST).
+/// It is not an event: the webhook's position, status and delivery log do not change.
+#[utoipa::path(post, path = "/api/v1/webhooks/{id}/test", tag = "deliveries",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, description = "The test ran; see outcome", body = TestOutcome),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn test_webhook(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<TestOutcome>, ApiError> {
+    caller.require(Permission::Manage)?;
+    let webhook = find(&state, &id).await?;
+    let now = state.clock.now_ms();
+    let event_id = Uuid::new_v4();
+    let body = json!({
+        "eventId": event_id,
+        "eventType": "entityUpdated",
+        "timestamp": now,
+        "entityType": "webhook",
+        "entityId": webhook.id,
+        "entityFullyQualifiedName": webhook.spec.name.as_str(),
+        "userName": caller.name,
+        "entity": {
+            "id": webhook.id,
+            "type": "webhook",
+            "name": webhook.spec.name.as_str(),
+            "fullyQualifiedName": webhook.spec.name.as_str(),
+            "description": "A test message from outhook: if you can read this, delivery works."
+        },
+        "changeDescription": {"fieldsAdded": [], "fieldsUpdated": [], "fieldsDeleted": []}
+    });
+    let event = LogEvent::new(0, event_id, body.to_string());
+    let (sent, request_bytes) = state.dispatcher.send_test(&webhook, event).await;
+    Ok(Json(TestOutcome {
+        outcome: sent.result.outcome(),
+        status_code: sent.result.status_code,
+        duration_ms: sent.duration_ms,
+        request_bytes,
+        response_excerpt: sent.response_excerpt,
+        error_kind: sent.result.error_kind,
+        error: sent
+            .result
+            .reason
+            .filter(|_| sent.result.error_kind.is_some()),
+    }))
+}
+
+/// Resume delivery: a webhook in `retryLimitReached`, `failed` or `awaitingRetry` is set
+/// `active` (and enabled) and its pending batch is sent again at once, from where it stopped.
+#[utoipa::path(post, path = "/api/v1/webhooks/{id}/resume", tag = "deliveries",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = WebhookView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn resume_webhook(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    base: BaseUrl,
+    Path(id): Path<String>,
+) -> Result<Json<WebhookView>, ApiError> {
+    caller.require(Permission::Manage)?;
+    let current = find(&state, &id).await?;
+    let mut spec = current.spec.clone();
+    spec.enabled = true;
+    let Some(next) = current.updated(spec, Resume::Yes, &caller.name, state.clock.now_ms()) else {
+        return Ok(Json(current.view(&base.0)));
+    };
+    state
+        .store
+        .update_webhook(&next, current.version, current.resumes_delivery(&next))
+        .await?;
+    state.dispatcher.webhook_changed(next.id).await;
+    tracing::info!(webhook.id = %next.id, by = %caller.name, "delivery resumed");
+    Ok(Json(next.view(&base.0)))
+}
+
+/// Prometheus metrics: events ingested, deliveries by outcome, delivery latency, and the
+/// lag of the webhooks this instance delivers.
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.dispatcher.metrics_text(),
+    )
+}

@@ -1,0 +1,117 @@
+//! The event bus's entry (SPEC §4): publishes are committed to the log before they are
+//! acknowledged. Concurrent publishes share one transaction (group commit): while one
+//! commit is in flight, the next requests queue up and go together in the next one.
+
+pub mod ratelimit;
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::dispatch::metrics::Metrics;
+use crate::domain::event::NewEvent;
+use crate::store::{Store, StoreError};
+
+/// Most events written in one transaction.
+const MAX_GROUP_EVENTS: usize = 10_000;
+/// Publish requests waiting for a commit, at most (beyond, publishers wait to enqueue).
+const QUEUE: usize = 4096;
+
+struct Job {
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<Vec<Option<i64>>, Arc<StoreError>>>,
+}
+
+/// Hands events to the group-commit writer.
+#[derive(Clone)]
+pub struct Ingestor {
+    jobs: mpsc::Sender<Job>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("the event log is not available: {0}")]
+    Store(Arc<StoreError>),
+    #[error("outhook is shutting down")]
+    Closed,
+}
+
+impl Ingestor {
+    /// Starts the writer; `committed` runs after each commit (to wake the dispatcher).
+    pub fn start(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        committed: Arc<dyn Fn() + Send + Sync>,
+    ) -> (Self, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let task = tokio::spawn(write(rx, store, clock, metrics, committed));
+        (Self { jobs: tx }, task)
+    }
+
+    /// Stores events; returns each one's log position, `None` for an eventId already in
+    /// the log. Returns once the events are committed.
+    pub async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<Option<i64>>, IngestError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { events, reply })
+            .await
+            .map_err(|_| IngestError::Closed)?;
+        answer
+            .await
+            .map_err(|_| IngestError::Closed)?
+            .map_err(IngestError::Store)
+    }
+}
+
+async fn write(
+    mut rx: mpsc::Receiver<Job>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    committed: Arc<dyn Fn() + Send + Sync>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut count = first.events.len();
+        let mut jobs = vec![first];
+        while count < MAX_GROUP_EVENTS {
+            match rx.try_recv() {
+                Ok(job) => {
+                    count += job.events.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut all = Vec::with_capacity(count);
+        let mut sizes = Vec::with_capacity(jobs.len());
+        let mut replies = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            sizes.push(job.events.len());
+            all.extend(job.events);
+            replies.push(job.reply);
+        }
+        match store.append_events(&all, clock.now_ms()).await {
+            Ok(positions) => {
+                let stored = positions.iter().filter(|p| p.is_some()).count() as u64;
+                metrics.ingested(stored, positions.len() as u64 - stored);
+                if stored > 0 {
+                    committed();
+                }
+                let mut rest = positions.into_iter();
+                for (reply, size) in replies.into_iter().zip(sizes) {
+                    let _ = reply.send(Ok(rest.by_ref().take(size).collect()));
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, events = all.len(), "appending to the event log failed");
+                let err = Arc::new(err);
+                for reply in replies {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! The dispatcher: from the event log to signed deliveries (SPEC §6).
+//!
+//! Per instance: a **scanner** tails the log and routes each event to the matching
+//! webhooks ([`router`]); a **lease loop** heartbeats, claims webhooks no live instance
+//! holds and runs one **worker** per held webhook ([`worker`]); a **pruner** drops what
+//! is past retention. Workers only talk to the database through the [`Store`], and only
+//! while they hold the lease, so several instances never deliver the same batch.
+
+pub mod format;
+pub mod index;
+pub mod metrics;
+pub mod router;
+pub mod sender;
+pub mod sign;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::clock::{Clock, Millis, SystemClock};
+use crate::domain::webhook::Webhook;
+use crate::store::Store;
+use metrics::Metrics;
+use router::{LogEvent, Router};
+use sender::{AddressPolicy, Sender, Sent};
+
+/// What the dispatcher needs to know from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub retry_schedule: Vec<Duration>,
+    pub retention: Duration,
+    pub allow_private: Vec<crate::config::Cidr>,
+    /// A lease is lost when its instance has not beaten for this long.
+    pub lease_ttl: Duration,
+    /// How often the log is polled when no wake-up came.
+    pub poll_interval: Duration,
+    /// Requests in flight at once, across all webhooks.
+    pub max_in_flight: usize,
+}
+
+/// Shared by the dispatcher's tasks.
+pub struct Context {
+    /// This instance, as leases name it.
+    pub instance: Uuid,
+    pub store: Arc<dyn Store>,
+    /// The injected clock: timestamps and the retry schedule.
+    pub clock: Arc<dyn Clock>,
+    pub router: Router,
+    pub sender: Sender,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+    pub in_flight: Semaphore,
+    /// Bounds concurrent catch-up reads of the log (and the memory they hold).
+    pub catch_up: Semaphore,
+}
+
+/// The running dispatcher, as the API sees it.
+pub struct Dispatcher {
+    ctx: Arc<Context>,
+    scanner_wake: Arc<Notify>,
+    lease_wake: Arc<Notify>,
+    stop: CancellationToken,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Dispatcher {
+    pub async fn start(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+    ) -> anyhow::Result<Self> {
+        let position = store.log_head().await?;
+        let ctx = Arc::new(Context {
+            instance: Uuid::new_v4(),
+            sender: Sender::new(AddressPolicy::new(settings.allow_private.clone()))?,
+            router: Router::new(position),
+            in_flight: Semaphore::new(settings.max_in_flight),
+            catch_up: Semaphore::new(4),
+            store,
+            clock,
+            metrics,
+            settings,
+        });
+        let stop = CancellationToken::new();
+        let scanner_wake = Arc::new(Notify::new());
+        let lease_wake = Arc::new(Notify::new());
+        let (changed_tx, changed_rx) = mpsc::unbounded_channel();
+        let tasks = vec![
+            tokio::spawn(scan(ctx.clone(), scanner_wake.clone(), stop.clone())),
+            tokio::spawn(hold_leases(ctx.clone(), lease_wake.clone(), stop.clone())),
+            tokio::spawn(prune(ctx.clone(), stop.clone())),
+            tokio::spawn(relay_changes(
+                ctx.clone(),
+                lease_wake.clone(),
+                changed_rx,
+                stop.clone(),
+            )),
+            {
+                let (ctx, wake, stop) = (ctx.clone(), scanner_wake.clone(), stop.clone());
+                tokio::spawn(async move { ctx.store.listen(wake, changed_tx, stop).await })
+            },
+        ];
+        tracing::info!(instance = %ctx.instance, position, "dispatcher started");
+        Ok(Self {
+            ctx,
+            scanner_wake,
+            lease_wake,
+            stop,
+            tasks: std::sync::Mutex::new(tasks),
+        })
+    }
+
+    /// New events were committed here: route them now rather than at the next poll.
+    pub fn events_committed(&self) {
+        self.scanner_wake.notify_one();
+    }
+
+    /// A webhook was created, changed or deleted here: its worker reloads it at once and
+    /// other instances are told.
+    pub async fn webhook_changed(&self, id: Uuid) {
+        self.ctx.router.request_reload(id);
+        self.lease_wake.notify_one();
+        if let Err(err) = self.ctx.store.announce_webhook_change(id).await {
+            tracing::warn!(webhook.id = %id, error = %err, "could not tell other instances about a webhook change");
+        }
+    }
+
+    /// Sends one message through the real path (format, sign, address policy, POST)
+    /// without touching the webhook's position or status.
+    pub async fn send_test(&self, webhook: &Webhook, event: LogEvent) -> (Sent, i64) {
+        let events = [Arc::new(event)];
+        let spec = &webhook.spec;
+        let body = match format::formatter_for(spec.webhook_type).render(spec, &events) {
+            Ok(body) => body,
+            Err(reason) => {
+                let result = crate::domain::delivery::AttemptResult::error(
+                    crate::domain::delivery::ErrorKind::Render,
+                    reason,
+                );
+                return (
+                    Sent {
+                        result,
+                        duration_ms: 0,
+                        response_excerpt: None,
+                    },
+                    0,
+                );
+            }
+        };
+        let headers = worker::delivery_headers(webhook, &body, Uuid::new_v4(), 1);
+        let size = body.len() as i64;
+        let sent = self
+            .ctx
+            .sender
+            .send(sender::OutboundRequest {
+                url: spec.webhook_config.endpoint.url(),
+                body,
+                headers,
+                timeout: Duration::from_secs(u64::from(spec.webhook_config.timeout.get())),
+            })
+            .await;
+        (sent, size)
+    }
+
+    pub fn metrics_text(&self) -> String {
+        self.ctx.metrics.render(&self.ctx.router.lags())
+    }
+
+    /// The highest log position routed so far by this instance.
+    pub fn position(&self) -> i64 {
+        self.ctx.router.position()
+    }
+
+    /// Stops routing and claiming, lets workers finish the attempt in flight, gives the
+    /// leases back.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Tails the log and routes new events; woken by local commits and LISTEN/NOTIFY, and
+/// polling behind them.
+async fn scan(ctx: Arc<Context>, wake: Arc<Notify>, stop: CancellationToken) {
+    const PAGE: u32 = 1000;
+    loop {
+        // Take the wake-up permit before querying, so a commit during the query is not missed.
+        let notified = wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let position = ctx.router.position();
+        match ctx.store.read_events(position, i64::MAX, PAGE).await {
+            Ok(rows) if !rows.is_empty() => {
+                let full = rows.len() as u32 == PAGE;
+                let events: Vec<Arc<LogEvent>> = rows
+                    .into_iter()
+                    .map(|r| Arc::new(LogEvent::new(r.seq, r.event_id, r.body)))
+                    .collect();
+                for worker in ctx.router.route(&events) {
+                    worker.notify_one();
+                }
+                if full {
+                    continue;
+                }
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "reading the event log failed; retrying"),
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep(ctx.settings.poll_interval) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Heartbeats, claims webhooks and runs their workers; moves idle cursors forward.
+async fn hold_leases(ctx: Arc<Context>, wake: Arc<Notify>, stop: CancellationToken) {
+    let mut workers: HashMap<Uuid, (JoinHandle<()>, CancellationToken)> = HashMap::new();
+    let interval = (ctx.settings.lease_ttl / 4).max(Duration::from_millis(100));
+    loop {
+        if let Err(err) = lease_cycle(&ctx, &mut workers, &stop).await {
+            tracing::warn!(error = %err, "lease cycle failed; retrying");
+        }
+        let idle = ctx.router.idle_positions();
+        if !idle.is_empty() {
+            if let Err(err) = ctx.store.advance_cursors(ctx.instance, &idle).await {
+                tracing::warn!(error = %err, "could not move idle cursors");
+            }
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.cancelled() => break,
+        }
+    }
+    // Workers see the stop between attempts: the attempt in flight is finished and recorded.
+    for (_, (handle, token)) in workers.drain() {
+        token.cancel();
+        let _ = handle.await;
+    }
+    if let Err(err) = ctx.store.remove_instance(ctx.instance).await {
+        tracing::warn!(error = %err, "could not hand the leases back; they expire on their own");
+    }
+}
+
+async fn lease_cycle(
+    ctx: &Arc<Context>,
+    workers: &mut HashMap<Uuid, (JoinHandle<()>, CancellationToken)>,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let now = SystemClock.now_ms();
+    let ttl = ctx.settings.lease_ttl.as_millis() as Millis;
+    ctx.store
+        .heartbeat(ctx.instance, now, now - ttl, now - 10 * ttl)
+        .await?;
+    let owned = ctx
+        .store
+        .claim_webhooks(ctx.instance, now - ttl, u32::MAX >> 1)
+        .await?;
+    workers.retain(|_, (handle, _)| !handle.is_finished());
+    for id in &owned {
+        if !workers.contains_key(id) {
+            let token = stop.child_token();
+            let handle = tokio::spawn(worker::run(ctx.clone(), *id, token.clone()));
+            workers.insert(*id, (handle, token));
+        }
+    }
+    workers.retain(|id, (_, token)| {
+        let keep = owned.contains(id);
+        if !keep {
+            token.cancel();
+        }
+        keep
+    });
+    Ok(())
+}
+
+/// Webhook changes announced by other instances reach the local worker and lease loop.
+async fn relay_changes(
+    ctx: Arc<Context>,
+    lease_wake: Arc<Notify>,
+    mut changed: mpsc::UnboundedReceiver<Uuid>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            id = changed.recv() => match id {
+                Some(id) => {
+                    ctx.router.request_reload(id);
+                    lease_wake.notify_one();
+                }
+                None => return,
+            },
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Drops events and attempts older than the retention period.
+async fn prune(ctx: Arc<Context>, stop: CancellationToken) {
+    const EVERY: Duration = Duration::from_secs(600);
+    loop {
+        let cut = ctx.clock.now_ms() - ctx.settings.retention.as_millis() as Millis;
+        match ctx.store.prune(cut, cut).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "pruned what is past retention"),
+            Err(err) => tracing::warn!(error = %err, "pruning failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(EVERY) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}

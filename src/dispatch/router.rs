@@ -1,0 +1,439 @@
+//! Routing: one scanner per instance tails the event log and hands each event to the
+//! workers of this instance whose filters match it, through bounded inboxes.
+//!
+//! A worker sees the log in two ways. Events up to its `live_from` position it reads from
+//! the log itself (catch-up); events after it arrive in its inbox. When the inbox
+//! overflows, the router stops filling it and the worker catches up from the log again, so
+//! memory stays bounded however far behind a webhook is.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use super::index::FilterIndex;
+use super::metrics::Lag;
+use crate::domain::event::EventFacts;
+use crate::domain::filter::webhook_matches;
+use crate::domain::webhook::EventFilter;
+
+/// How many events an inbox holds before the worker has to read the log instead.
+pub const INBOX_CAPACITY: usize = 1024;
+
+/// An event read from the log, with the facts filters need, shared by every webhook it
+/// goes to.
+#[derive(Debug)]
+pub struct LogEvent {
+    pub seq: i64,
+    pub event_id: Uuid,
+    pub body: String,
+    pub facts: EventFacts,
+}
+
+impl LogEvent {
+    pub fn new(seq: i64, event_id: Uuid, body: String) -> Self {
+        let facts = EventFacts::from_body(&body);
+        Self {
+            seq,
+            event_id,
+            body,
+            facts,
+        }
+    }
+}
+
+struct Slot {
+    name: String,
+    filters: Arc<Vec<EventFilter>>,
+    inbox: VecDeque<Arc<LogEvent>>,
+    /// The router delivers events after this position; the worker reads the rest.
+    live_from: i64,
+    overflowed: bool,
+    /// The worker waits with nothing to do: every routed event is behind it.
+    idle: bool,
+    reload: bool,
+    /// Every event up to here was delivered or skipped (for the lag gauge).
+    done_through: i64,
+    wake: Arc<Notify>,
+}
+
+struct State {
+    /// Every event up to here has been routed.
+    position: i64,
+    index: FilterIndex,
+    slots: HashMap<Uuid, Slot>,
+}
+
+pub struct Router {
+    state: Mutex<State>,
+}
+
+/// What a worker takes from its inbox.
+pub struct Taken {
+    pub events: Vec<Arc<LogEvent>>,
+    /// The inbox overflowed and is now empty: the worker must read the log up to a new
+    /// `live_from` (see [`Router::reset_live`]).
+    pub must_catch_up: bool,
+}
+
+impl Router {
+    pub fn new(position: i64) -> Self {
+        Self {
+            state: Mutex::new(State {
+                position,
+                index: FilterIndex::default(),
+                slots: HashMap::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent data (every change is one step).
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn position(&self) -> i64 {
+        self.lock().position
+    }
+
+    /// Starts routing to a worker; returns its `live_from`.
+    pub fn register(
+        &self,
+        id: Uuid,
+        name: String,
+        filters: Vec<EventFilter>,
+        wake: Arc<Notify>,
+        done_through: i64,
+    ) -> i64 {
+        let mut state = self.lock();
+        let live_from = state.position;
+        if let Some(old) = state.slots.remove(&id) {
+            state.index.remove(id, &old.filters);
+        }
+        state.index.add(id, &filters);
+        state.slots.insert(
+            id,
+            Slot {
+                name,
+                filters: Arc::new(filters),
+                inbox: VecDeque::new(),
+                live_from,
+                overflowed: false,
+                idle: false,
+                reload: false,
+                done_through,
+                wake,
+            },
+        );
+        live_from
+    }
+
+    pub fn unregister(&self, id: Uuid) {
+        let mut state = self.lock();
+        if let Some(slot) = state.slots.remove(&id) {
+            state.index.remove(id, &slot.filters);
+        }
+    }
+
+    pub fn is_registered(&self, id: Uuid) -> bool {
+        self.lock().slots.contains_key(&id)
+    }
+
+    /// Hands events (in log order, after the current position) to the matching workers and
+    /// returns the wake-ups to send once the lock is released.
+    pub fn route(&self, events: &[Arc<LogEvent>]) -> Vec<Arc<Notify>> {
+        let mut state = self.lock();
+        let mut woken: Vec<Uuid> = Vec::new();
+        for event in events {
+            if event.seq <= state.position {
+                continue;
+            }
+            if let Some(event_type) = event.facts.event_type {
+                for id in state.index.candidates(event_type, &event.facts.entity_type) {
+                    let Some(slot) = state.slots.get_mut(&id) else {
+                        continue;
+                    };
+                    if event.seq <= slot.live_from
+                        || slot.overflowed
+                        || !webhook_matches(&slot.filters, &event.facts)
+                    {
+                        continue;
+                    }
+                    if slot.inbox.len() >= INBOX_CAPACITY {
+                        slot.overflowed = true;
+                    } else {
+                        slot.inbox.push_back(event.clone());
+                    }
+                    slot.idle = false;
+                    if !woken.contains(&id) {
+                        woken.push(id);
+                    }
+                }
+            }
+            state.position = event.seq;
+        }
+        woken
+            .iter()
+            .filter_map(|id| state.slots.get(id).map(|s| s.wake.clone()))
+            .collect()
+    }
+
+    pub fn live_from(&self, id: Uuid) -> Option<i64> {
+        self.lock().slots.get(&id).map(|s| s.live_from)
+    }
+
+    /// Takes up to `max` events after position `after` from the inbox.
+    pub fn take(&self, id: Uuid, max: usize, after: i64) -> Taken {
+        let mut state = self.lock();
+        let Some(slot) = state.slots.get_mut(&id) else {
+            return Taken {
+                events: Vec::new(),
+                must_catch_up: false,
+            };
+        };
+        slot.idle = false;
+        let mut events = Vec::new();
+        while events.len() < max {
+            match slot.inbox.pop_front() {
+                Some(e) if e.seq <= after => continue,
+                Some(e) => events.push(e),
+                None => break,
+            }
+        }
+        Taken {
+            must_catch_up: slot.overflowed && slot.inbox.is_empty(),
+            events,
+        }
+    }
+
+    /// After an overflow: routing resumes from the current position; the worker reads the
+    /// log up to it. Returns the new `live_from`.
+    pub fn reset_live(&self, id: Uuid) -> i64 {
+        let mut state = self.lock();
+        let position = state.position;
+        if let Some(slot) = state.slots.get_mut(&id) {
+            slot.inbox.clear();
+            slot.overflowed = false;
+            slot.live_from = position;
+        }
+        position
+    }
+
+    /// New filters: routing restarts from the current position with them, and the worker
+    /// reads again from its own position, so undelivered events meet the new filters.
+    pub fn reconfigure(&self, id: Uuid, name: String, filters: Vec<EventFilter>) -> i64 {
+        let mut state = self.lock();
+        let position = state.position;
+        let Some(slot) = state.slots.get_mut(&id) else {
+            return position;
+        };
+        let old = std::mem::replace(&mut slot.filters, Arc::new(filters));
+        let new = slot.filters.clone();
+        slot.name = name;
+        slot.inbox.clear();
+        slot.overflowed = false;
+        slot.live_from = position;
+        state.index.remove(id, &old);
+        state.index.add(id, &new);
+        position
+    }
+
+    /// Marks the worker idle unless something arrived meanwhile; true when it may wait.
+    pub fn try_idle(&self, id: Uuid) -> bool {
+        let mut state = self.lock();
+        let position = state.position;
+        match state.slots.get_mut(&id) {
+            Some(slot) if slot.inbox.is_empty() && !slot.overflowed && !slot.reload => {
+                slot.idle = true;
+                slot.done_through = slot.done_through.max(position);
+                true
+            }
+            Some(_) => false,
+            None => true,
+        }
+    }
+
+    /// Asks a worker to reload its webhook; false when no worker here has it.
+    pub fn request_reload(&self, id: Uuid) -> bool {
+        let mut state = self.lock();
+        match state.slots.get_mut(&id) {
+            Some(slot) => {
+                slot.reload = true;
+                slot.idle = false;
+                slot.wake.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn take_reload(&self, id: Uuid) -> bool {
+        let mut state = self.lock();
+        state
+            .slots
+            .get_mut(&id)
+            .is_some_and(|slot| std::mem::take(&mut slot.reload))
+    }
+
+    pub fn set_done_through(&self, id: Uuid, seq: i64) {
+        if let Some(slot) = self.lock().slots.get_mut(&id) {
+            slot.done_through = slot.done_through.max(seq);
+        }
+    }
+
+    /// Idle workers have considered every routed event: their cursors may move to the
+    /// current position.
+    pub fn idle_positions(&self) -> Vec<(Uuid, i64)> {
+        let mut state = self.lock();
+        let position = state.position;
+        let mut out = Vec::new();
+        for (id, slot) in state.slots.iter_mut() {
+            if slot.idle && slot.inbox.is_empty() && !slot.overflowed {
+                slot.done_through = position;
+                out.push((*id, position));
+            }
+        }
+        out
+    }
+
+    pub fn lags(&self) -> Vec<Lag> {
+        let state = self.lock();
+        state
+            .slots
+            .iter()
+            .map(|(id, slot)| Lag {
+                id: *id,
+                name: slot.name.clone(),
+                events: if slot.idle {
+                    0
+                } else {
+                    (state.position - slot.done_through).max(0)
+                },
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(seq: i64, event_type: &str, entity: &str) -> Arc<LogEvent> {
+        let body =
+            json!({"eventType": event_type, "entity": {"id": Uuid::new_v4(), "type": entity}})
+                .to_string();
+        Arc::new(LogEvent::new(seq, Uuid::new_v4(), body))
+    }
+
+    fn filters(v: serde_json::Value) -> Vec<EventFilter> {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn routes_matching_events_after_live_from() {
+        let router = Router::new(10);
+        let (tables, all) = (Uuid::new_v4(), Uuid::new_v4());
+        let wake = Arc::new(Notify::new());
+        assert_eq!(
+            router.register(
+                tables,
+                "t".into(),
+                filters(json!([{"eventType": "entityCreated", "entities": ["table"]}])),
+                wake.clone(),
+                10
+            ),
+            10
+        );
+        router.register(
+            all,
+            "a".into(),
+            filters(json!([{"eventType": "entityCreated"}])),
+            wake.clone(),
+            10,
+        );
+        let woken = router.route(&[
+            event(9, "entityCreated", "table"),
+            event(11, "entityCreated", "table"),
+            event(12, "entityCreated", "dashboard"),
+            event(13, "entityDeleted", "table"),
+        ]);
+        assert_eq!(woken.len(), 2);
+        assert_eq!(router.position(), 13);
+        let seqs = |t: Taken| t.events.iter().map(|e| e.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(router.take(tables, 10, 0)), [11]);
+        assert_eq!(seqs(router.take(all, 1, 0)), [11]);
+        assert_eq!(seqs(router.take(all, 10, 0)), [12]);
+        assert!(router.try_idle(tables));
+        assert_eq!(router.idle_positions(), [(tables, 13)]);
+    }
+
+    #[test]
+    fn an_overflowing_inbox_sends_the_worker_back_to_the_log() {
+        let router = Router::new(0);
+        let id = Uuid::new_v4();
+        router.register(
+            id,
+            "w".into(),
+            filters(json!([{"eventType": "entityCreated"}])),
+            Arc::new(Notify::new()),
+            0,
+        );
+        let events: Vec<_> = (1..=(INBOX_CAPACITY as i64 + 5))
+            .map(|s| event(s, "entityCreated", "table"))
+            .collect();
+        router.route(&events);
+        let first = router.take(id, INBOX_CAPACITY, 0);
+        assert_eq!(first.events.len(), INBOX_CAPACITY);
+        assert!(first.must_catch_up);
+        assert!(!router.try_idle(id), "not idle while events are missing");
+        assert_eq!(router.reset_live(id), INBOX_CAPACITY as i64 + 5);
+        router.route(&[event(INBOX_CAPACITY as i64 + 6, "entityCreated", "table")]);
+        let next = router.take(id, 10, 0);
+        assert_eq!((next.events.len(), next.must_catch_up), (1, false));
+    }
+
+    #[test]
+    fn reconfiguring_changes_what_is_routed() {
+        let router = Router::new(0);
+        let id = Uuid::new_v4();
+        router.register(
+            id,
+            "w".into(),
+            filters(json!([{"eventType": "entityCreated"}])),
+            Arc::new(Notify::new()),
+            0,
+        );
+        router.route(&[event(1, "entityCreated", "table")]);
+        assert_eq!(
+            router.reconfigure(
+                id,
+                "w".into(),
+                filters(json!([{"eventType": "entityDeleted"}]))
+            ),
+            1
+        );
+        assert!(
+            router.take(id, 10, 0).events.is_empty(),
+            "the inbox is emptied: the worker re-reads"
+        );
+        router.route(&[
+            event(2, "entityCreated", "table"),
+            event(3, "entityDeleted", "table"),
+        ]);
+        assert_eq!(
+            router
+                .take(id, 10, 0)
+                .events
+                .iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>(),
+            [3]
+        );
+        assert!(router.request_reload(id));
+        assert!(router.take_reload(id) && !router.take_reload(id));
+        router.unregister(id);
+        assert!(!router.request_reload(id));
+    }
+}

@@ -1,0 +1,296 @@
+//! Outbound HTTP. One pooled client for every webhook; redirects are not followed; the
+//! destination must resolve to a public address unless the operator allowed its range
+//! (SPEC §7). The check runs on the resolved addresses, so DNS rebinding cannot slip past.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::Cidr;
+use crate::domain::delivery::{AttemptResult, ErrorKind};
+
+/// How much of a response body is kept in the delivery log.
+pub const EXCERPT_BYTES: usize = 1024;
+/// How much of a response body is read at most (the rest is dropped with the connection).
+const READ_LIMIT: usize = 64 * 1024;
+
+/// Which destination addresses deliveries may reach.
+#[derive(Debug, Clone, Default)]
+pub struct AddressPolicy {
+    allowed: Vec<Cidr>,
+}
+
+impl AddressPolicy {
+    pub fn new(allowed: Vec<Cidr>) -> Self {
+        Self { allowed }
+    }
+
+    /// Public addresses always; others (private, loopback, link-local, metadata, …) only
+    /// inside an allowed range.
+    pub fn permits(&self, ip: IpAddr) -> bool {
+        !is_internal(ip) || self.allowed.iter().any(|c| c.contains(ip))
+    }
+}
+
+/// Addresses that reach this machine, its network, or cloud metadata services.
+pub fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_internal_v4(v4),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_internal_v4(v4);
+            }
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00 // unique local
+                || (first & 0xffc0) == 0xfe80 // link-local
+                || v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254) // AWS metadata (IPv6)
+        }
+    }
+}
+
+fn is_internal_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    ip.is_private()
+        || ip.is_loopback()
+        || ip.is_link_local() // includes 169.254.169.254, the metadata address
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || a == 0
+        || (a == 100 && (64..128).contains(&b)) // carrier-grade NAT
+        || (a == 192 && b == 0 && ip.octets()[2] == 0) // IETF protocol assignments
+        || a >= 240
+}
+
+/// The error a refused destination produces inside the HTTP client.
+#[derive(Debug)]
+struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// Resolves names and keeps only the addresses the policy permits.
+struct PolicyResolver {
+    policy: Arc<AddressPolicy>,
+}
+
+impl Resolve for PolicyResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.policy.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let permitted: Vec<SocketAddr> = addrs
+                .iter()
+                .copied()
+                .filter(|a| policy.permits(a.ip()))
+                .collect();
+            if permitted.is_empty() {
+                let shown: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
+                return Err(Box::new(Refused(format!(
+                    "{host} resolves only to addresses outhook may not reach ({}); allow them with OUTHOOK_ALLOW_PRIVATE",
+                    shown.join(", ")
+                )))
+                    as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(permitted.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// One request to send.
+pub struct OutboundRequest<'a> {
+    pub url: &'a url::Url,
+    pub body: Vec<u8>,
+    pub headers: HeaderMap,
+    pub timeout: Duration,
+}
+
+/// What came of it.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub result: AttemptResult,
+    pub duration_ms: i64,
+    pub response_excerpt: Option<String>,
+}
+
+pub struct Sender {
+    client: reqwest::Client,
+    policy: Arc<AddressPolicy>,
+}
+
+impl Sender {
+    pub fn new(policy: AddressPolicy) -> anyhow::Result<Self> {
+        let policy = Arc::new(policy);
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(PolicyResolver {
+                policy: policy.clone(),
+            }))
+            .user_agent(concat!("outhook/", env!("CARGO_PKG_VERSION")))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .connect_timeout(Duration::from_secs(10))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Self { client, policy })
+    }
+
+    pub fn policy(&self) -> &AddressPolicy {
+        &self.policy
+    }
+
+    /// Sends one request and classifies the outcome; never panics, never retries.
+    pub async fn send(&self, request: OutboundRequest<'_>) -> Sent {
+        let started = Instant::now();
+        let elapsed = |started: Instant| started.elapsed().as_millis() as i64;
+        // A literal IP never goes through the resolver: check it here.
+        if let Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) = request.url.host() {
+            let ip: Option<IpAddr> = match request.url.host() {
+                Some(url::Host::Ipv4(v4)) => Some(v4.into()),
+                Some(url::Host::Ipv6(v6)) => Some(v6.into()),
+                _ => None,
+            };
+            if let Some(ip) = ip.filter(|ip| !self.policy.permits(*ip)) {
+                let reason =
+                    format!("{ip} is not a public address; allow it with OUTHOOK_ALLOW_PRIVATE");
+                return Sent {
+                    result: AttemptResult::error(ErrorKind::Refused, reason),
+                    duration_ms: 0,
+                    response_excerpt: None,
+                };
+            }
+        }
+        let call = async {
+            let response = self
+                .client
+                .post(request.url.clone())
+                .headers(request.headers)
+                .body(request.body)
+                .send()
+                .await?;
+            let status = response.status().as_u16();
+            let excerpt = read_excerpt(response).await;
+            Ok::<_, reqwest::Error>((status, excerpt))
+        };
+        match tokio::time::timeout(request.timeout, call).await {
+            Err(_) => Sent {
+                result: AttemptResult::error(
+                    ErrorKind::Timeout,
+                    format!("no answer within {} s", request.timeout.as_secs()),
+                ),
+                duration_ms: elapsed(started),
+                response_excerpt: None,
+            },
+            Ok(Ok((status, excerpt))) => Sent {
+                result: AttemptResult::from_status(status),
+                duration_ms: elapsed(started),
+                response_excerpt: excerpt,
+            },
+            Ok(Err(err)) => Sent {
+                result: classify(&err),
+                duration_ms: elapsed(started),
+                response_excerpt: None,
+            },
+        }
+    }
+}
+
+/// The start of the response body, as text, for the delivery log.
+async fn read_excerpt(mut response: reqwest::Response) -> Option<String> {
+    let mut body = Vec::new();
+    while body.len() < READ_LIMIT {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    if body.is_empty() {
+        return None;
+    }
+    body.truncate(EXCERPT_BYTES);
+    Some(String::from_utf8_lossy(&body).into_owned())
+}
+
+fn classify(err: &reqwest::Error) -> AttemptResult {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(refused) = e.downcast_ref::<Refused>() {
+            return AttemptResult::error(ErrorKind::Refused, refused.0.clone());
+        }
+        source = e.source();
+    }
+    let kind = if err.is_timeout() {
+        ErrorKind::Timeout
+    } else if err.is_connect() {
+        ErrorKind::Connect
+    } else {
+        ErrorKind::Other
+    };
+    // The innermost cause says the most (connection refused, DNS failure, …).
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        text = e.to_string();
+        source = e.source();
+    }
+    AttemptResult::error(kind, text)
+}
+
+/// Builds a header map from validated custom headers; invalid ones cannot occur (checked
+/// on write) and are skipped if they did.
+pub fn header_map(pairs: impl IntoIterator<Item = (String, String)>) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in pairs {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            map.insert(name, value);
+        }
+    }
+    map
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_addresses_are_refused_unless_allowed() {
+        let strict = AddressPolicy::default();
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "fd00:ec2::254",
+            "255.255.255.255",
+            "224.0.0.1",
+        ] {
+            assert!(!strict.permits(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {
+            assert!(strict.permits(ip.parse().unwrap()), "{ip}");
+        }
+        let loopback = AddressPolicy::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        assert!(loopback.permits("127.0.0.1".parse().unwrap()));
+        assert!(!loopback.permits("10.0.0.1".parse().unwrap()));
+    }
+}

@@ -1,0 +1,443 @@
+//! One worker per webhook this instance holds the lease of. It delivers in log order, one
+//! batch at a time: it persists the batch, formats, signs and sends it, then records the
+//! attempt and the state it leads to in one transaction. A failed batch is retried as it
+//! was (same events, same delivery id) on the schedule; nothing moves past it.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::Context;
+use super::format::formatter_for;
+use super::router::LogEvent;
+use super::sender::{OutboundRequest, Sent, header_map};
+use super::sign::{SIGNATURE_HEADER, openmetadata_signature};
+use crate::domain::delivery::{
+    AttemptRecord, AttemptResult, DispatchState, PendingBatch, after_attempt,
+};
+use crate::domain::filter::webhook_matches;
+use crate::domain::webhook::{Webhook, WebhookStatus};
+
+/// Log rows read per catch-up query.
+const CATCH_UP_PAGE: u32 = 1000;
+/// How often a parked worker (retries exhausted, or failed) looks for a resume made on
+/// another instance, in case the wake-up was missed.
+const PARKED_RECHECK: Duration = Duration::from_secs(5);
+
+pub const DELIVERY_ID_HEADER: &str = "X-OutHook-Delivery-Id";
+pub const ATTEMPT_HEADER: &str = "X-OutHook-Attempt";
+
+/// Runs the worker of webhook `id` until it is stopped, loses its lease, or the webhook is
+/// disabled or deleted.
+pub async fn run(ctx: Arc<Context>, id: Uuid, stop: CancellationToken) {
+    let wake = Arc::new(Notify::new());
+    match Worker::start(ctx.clone(), id, wake, stop).await {
+        Ok(Some(mut worker)) => {
+            if let Err(err) = worker.run().await {
+                tracing::warn!(webhook.id = %id, error = format!("{err:#}"), "webhook worker stopped; it restarts with the next lease cycle");
+            }
+        }
+        Ok(None) => {}
+        Err(err) => {
+            tracing::warn!(webhook.id = %id, error = format!("{err:#}"), "webhook worker could not start")
+        }
+    }
+    ctx.router.unregister(id);
+}
+
+struct Worker {
+    ctx: Arc<Context>,
+    id: Uuid,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+    webhook: Arc<Webhook>,
+    state: DispatchState,
+    /// Every event up to here is in a batch (delivered or pending) or did not match.
+    read_pos: i64,
+    /// Catch-up has read the log up to here; matching events past `read_pos` wait in `backlog`.
+    scanned_to: i64,
+    backlog: VecDeque<Arc<LogEvent>>,
+    /// The events of the pending batch, when they are in memory.
+    batch_events: Option<Vec<Arc<LogEvent>>>,
+}
+
+impl Worker {
+    async fn start(
+        ctx: Arc<Context>,
+        id: Uuid,
+        wake: Arc<Notify>,
+        stop: CancellationToken,
+    ) -> anyhow::Result<Option<Self>> {
+        let Some(webhook) = ctx.store.webhook(id).await? else {
+            return Ok(None);
+        };
+        if webhook.deleted || !webhook.spec.enabled {
+            return Ok(None);
+        }
+        let Some(state) = ctx.store.dispatch_state(id).await? else {
+            return Ok(None);
+        };
+        let read_pos = start_position(&state);
+        let filters = webhook.spec.event_filters.0.clone();
+        ctx.router.register(
+            id,
+            webhook.spec.name.to_string(),
+            filters,
+            wake.clone(),
+            state.cursor,
+        );
+        tracing::debug!(webhook.id = %id, cursor = state.cursor, "webhook worker started");
+        Ok(Some(Self {
+            ctx,
+            id,
+            wake,
+            stop,
+            webhook: Arc::new(webhook),
+            state,
+            read_pos,
+            scanned_to: read_pos,
+            backlog: VecDeque::new(),
+            batch_events: None,
+        }))
+    }
+
+    async fn run(&mut self) -> anyhow::Result<()> {
+        loop {
+            if self.stop.is_cancelled() {
+                return Ok(());
+            }
+            if self.ctx.router.take_reload(self.id) && !self.reload().await? {
+                return Ok(());
+            }
+            if let Some(batch) = self.state.batch.clone() {
+                let due = match self.state.status {
+                    WebhookStatus::Active => true,
+                    WebhookStatus::AwaitingRetry => {
+                        let at = self.state.next_attempt_at.unwrap_or(0);
+                        self.ctx.clock.now_ms() >= at || {
+                            self.wait(Some(at), None).await;
+                            false
+                        }
+                    }
+                    // Parked until an admin resumes it (here or on another instance).
+                    _ => {
+                        self.wait(None, Some(PARKED_RECHECK)).await;
+                        if !self.reload().await? {
+                            return Ok(());
+                        }
+                        false
+                    }
+                };
+                if due && !self.attempt(batch).await? {
+                    return Ok(());
+                }
+                continue;
+            }
+            let events = self.next_events().await?;
+            if events.is_empty() {
+                if self.ctx.router.try_idle(self.id) {
+                    self.wait(None, None).await;
+                }
+                continue;
+            }
+            let batch = PendingBatch {
+                delivery_id: Uuid::new_v4(),
+                seqs: events.iter().map(|e| e.seq).collect(),
+                event_ids: events.iter().map(|e| e.event_id).collect(),
+                attempts: 0,
+            };
+            // Persisted before the first attempt: after a crash the same batch goes again.
+            if !self
+                .ctx
+                .store
+                .begin_batch(self.id, self.ctx.instance, &batch)
+                .await?
+            {
+                return Ok(()); // the lease is gone
+            }
+            self.state.batch = Some(batch);
+            self.batch_events = Some(events);
+        }
+    }
+
+    /// Waits for a wake-up, the stop signal, the injected clock reaching `until`, or
+    /// `recheck` of real time.
+    async fn wait(&self, until: Option<i64>, recheck: Option<Duration>) {
+        let clock = self.ctx.clock.clone();
+        let due = async move {
+            match until {
+                Some(at) => clock.sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let tick = async move {
+            match recheck {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = self.wake.notified() => {}
+            _ = self.stop.cancelled() => {}
+            _ = due => {}
+            _ = tick => {}
+        }
+    }
+
+    /// Reads the webhook and its state again; false when it should no longer be delivered.
+    async fn reload(&mut self) -> anyhow::Result<bool> {
+        let Some(webhook) = self.ctx.store.webhook(self.id).await? else {
+            return Ok(false);
+        };
+        if webhook.deleted || !webhook.spec.enabled {
+            return Ok(false);
+        }
+        let Some(state) = self.ctx.store.dispatch_state(self.id).await? else {
+            return Ok(false);
+        };
+        if state.batch.as_ref().map(|b| b.delivery_id)
+            != self.state.batch.as_ref().map(|b| b.delivery_id)
+        {
+            self.batch_events = None;
+        }
+        // Undelivered events meet the current filters: read them again from our position.
+        self.read_pos = start_position(&state);
+        self.scanned_to = self.read_pos;
+        self.backlog.clear();
+        self.ctx.router.reconfigure(
+            self.id,
+            webhook.spec.name.to_string(),
+            webhook.spec.event_filters.0.clone(),
+        );
+        self.webhook = Arc::new(webhook);
+        self.state = state;
+        Ok(true)
+    }
+
+    /// Up to batchSize matching events after `read_pos`: from the backlog, the log
+    /// (catch-up) or the inbox, in log order. Empty when there is nothing to deliver.
+    async fn next_events(&mut self) -> anyhow::Result<Vec<Arc<LogEvent>>> {
+        let max = self.webhook.spec.batch_size.get() as usize;
+        let mut out = Vec::new();
+        loop {
+            while out.len() < max {
+                let Some(event) = self.backlog.pop_front() else {
+                    break;
+                };
+                self.read_pos = event.seq;
+                out.push(event);
+            }
+            if out.len() == max {
+                return Ok(out);
+            }
+            self.read_pos = self.read_pos.max(self.scanned_to);
+            let Some(live_from) = self.ctx.router.live_from(self.id) else {
+                return Ok(out);
+            };
+            if self.scanned_to < live_from {
+                self.catch_up(live_from).await?;
+                continue;
+            }
+            let taken = self
+                .ctx
+                .router
+                .take(self.id, max - out.len(), self.read_pos);
+            for event in taken.events {
+                self.read_pos = event.seq;
+                out.push(event);
+            }
+            if taken.must_catch_up && out.len() < max {
+                self.scanned_to = self.read_pos;
+                self.ctx.router.reset_live(self.id);
+                continue;
+            }
+            return Ok(out);
+        }
+    }
+
+    /// Reads one page of the log between `scanned_to` and `live_from` into the backlog.
+    async fn catch_up(&mut self, live_from: i64) -> anyhow::Result<()> {
+        let rows = {
+            let _permit = self.ctx.catch_up.acquire().await?;
+            self.ctx
+                .store
+                .read_events(self.scanned_to, live_from, CATCH_UP_PAGE)
+                .await?
+        };
+        let full = rows.len() as u32 == CATCH_UP_PAGE;
+        let last = rows.last().map(|r| r.seq);
+        for row in rows {
+            let event = LogEvent::new(row.seq, row.event_id, row.body);
+            if webhook_matches(&self.webhook.spec.event_filters.0, &event.facts) {
+                self.backlog.push_back(Arc::new(event));
+            }
+        }
+        self.scanned_to = match (full, last) {
+            (true, Some(seq)) => seq,
+            _ => live_from,
+        };
+        Ok(())
+    }
+
+    /// One attempt of the pending batch; false when the lease is gone.
+    async fn attempt(&mut self, batch: PendingBatch) -> anyhow::Result<bool> {
+        let events = match self.batch_events.take() {
+            Some(events) => events,
+            None => self
+                .ctx
+                .store
+                .events_at(&batch.seqs)
+                .await?
+                .into_iter()
+                .map(|row| Arc::new(LogEvent::new(row.seq, row.event_id, row.body)))
+                .collect(),
+        };
+        let attempted_at = self.ctx.clock.now_ms();
+        let (sent, request_bytes) = self.send(&batch, &events).await;
+        let now = self.ctx.clock.now_ms();
+        let next = after_attempt(
+            &self.state,
+            &batch,
+            &sent.result,
+            &self.ctx.settings.retry_schedule,
+            now,
+        );
+        let outcome = sent.result.outcome();
+        let record = AttemptRecord {
+            id: 0,
+            webhook_id: self.id,
+            delivery_id: batch.delivery_id,
+            attempt: batch.attempts + 1,
+            event_ids: batch.event_ids.clone(),
+            url: self.webhook.spec.webhook_config.endpoint.url().to_string(),
+            request_bytes,
+            status_code: sent.result.status_code,
+            response_excerpt: sent.response_excerpt.clone(),
+            error_kind: sent.result.error_kind,
+            error: sent
+                .result
+                .reason
+                .clone()
+                .filter(|_| sent.result.error_kind.is_some())
+                .or_else(|| {
+                    events.is_empty().then(|| {
+                        "the batch's events left the log (retention) before delivery".to_owned()
+                    })
+                }),
+            duration_ms: sent.duration_ms,
+            attempted_at,
+            outcome,
+            next_attempt_at: next.next_attempt_at,
+        };
+        if !self
+            .ctx
+            .store
+            .finish_attempt(self.id, self.ctx.instance, &record, &next)
+            .await?
+        {
+            return Ok(false);
+        }
+        self.ctx.metrics.delivered(outcome, sent.duration_ms);
+        tracing::debug!(
+            webhook.id = %self.id, delivery.id = %batch.delivery_id, attempt = record.attempt,
+            outcome = outcome.as_str(), status = ?sent.result.status_code, ms = sent.duration_ms, "delivery attempt"
+        );
+        if next.batch.is_some() {
+            self.batch_events = Some(events);
+            tracing::info!(
+                webhook.id = %self.id, delivery.id = %batch.delivery_id, attempt = record.attempt,
+                status = next.status.as_str(), reason = ?sent.result.reason, "delivery failed"
+            );
+        }
+        self.state = next;
+        self.ctx.router.set_done_through(self.id, self.state.cursor);
+        Ok(true)
+    }
+
+    /// Formats, signs and sends a batch. Returns the outcome and the body size.
+    async fn send(&self, batch: &PendingBatch, events: &[Arc<LogEvent>]) -> (Sent, i64) {
+        if events.is_empty() {
+            let result = AttemptResult {
+                status_code: None,
+                error_kind: None,
+                reason: None,
+            };
+            return (
+                Sent {
+                    result,
+                    duration_ms: 0,
+                    response_excerpt: None,
+                },
+                0,
+            );
+        }
+        let spec = &self.webhook.spec;
+        let body = match formatter_for(spec.webhook_type).render(spec, events) {
+            Ok(body) => body,
+            Err(reason) => {
+                let result =
+                    AttemptResult::error(crate::domain::delivery::ErrorKind::Render, reason);
+                return (
+                    Sent {
+                        result,
+                        duration_ms: 0,
+                        response_excerpt: None,
+                    },
+                    0,
+                );
+            }
+        };
+        let headers = delivery_headers(&self.webhook, &body, batch.delivery_id, batch.attempts + 1);
+        let size = body.len() as i64;
+        let _permit = self.ctx.in_flight.acquire().await;
+        let sent = self
+            .ctx
+            .sender
+            .send(OutboundRequest {
+                url: spec.webhook_config.endpoint.url(),
+                body,
+                headers,
+                timeout: Duration::from_secs(u64::from(spec.webhook_config.timeout.get())),
+            })
+            .await;
+        (sent, size)
+    }
+}
+
+/// Where a worker starts reading: after its cursor, and after a pending batch.
+fn start_position(state: &DispatchState) -> i64 {
+    state
+        .cursor
+        .max(state.batch.as_ref().map_or(0, PendingBatch::last_seq))
+}
+
+/// The headers of a delivery: the webhook's own, then what outhook sets (which they cannot
+/// override: checked when the webhook is written).
+pub fn delivery_headers(
+    webhook: &Webhook,
+    body: &[u8],
+    delivery_id: Uuid,
+    attempt: u32,
+) -> reqwest::header::HeaderMap {
+    let config = &webhook.spec.webhook_config;
+    let mut headers = header_map(config.headers.0.iter().map(|(k, v)| (k.clone(), v.clone())));
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        DELIVERY_ID_HEADER,
+        HeaderValue::from_str(&delivery_id.to_string()).expect("a UUID is a header value"),
+    );
+    headers.insert(ATTEMPT_HEADER, HeaderValue::from(attempt));
+    if let Some(secret) = &config.secret_key {
+        let signature = openmetadata_signature(secret.expose(), body);
+        headers.insert(
+            SIGNATURE_HEADER,
+            HeaderValue::from_str(&signature).expect("hex is a header value"),
+        );
+    }
+    headers
+}

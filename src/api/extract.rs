@@ -69,12 +69,53 @@ async fn read_body(req: Request, expected: &str, limit: usize) -> Result<Bytes, 
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
+    // A body far over the limit is refused unread. One moderately over it is read and
+    // dropped first, so that the client (still sending) reliably gets the 413 rather than a
+    // reset connection.
+    if declared.is_some_and(|n| n > drain_cap(limit)) {
         return Err(ApiError::PayloadTooLarge(limit));
     }
-    axum::body::to_bytes(req.into_body(), limit)
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge(limit))
+    read_limited(req.into_body(), limit).await
+}
+
+fn drain_cap(limit: usize) -> usize {
+    limit.saturating_mul(4)
+}
+
+/// Reads at most `limit` bytes; beyond, reads and drops up to [`drain_cap`] (for at most
+/// five seconds) and fails with 413.
+async fn read_limited(mut body: axum::body::Body, limit: usize) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    let mut drain_until = None;
+    loop {
+        let next = match drain_until {
+            None => body.frame().await,
+            Some(deadline) => match tokio::time::timeout_at(deadline, body.frame()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+        };
+        let Some(frame) = next else { break };
+        let frame =
+            frame.map_err(|_| ApiError::BadRequest("the request body could not be read".into()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len();
+        if seen <= limit {
+            kept.extend_from_slice(&data);
+        } else if seen > drain_cap(limit) {
+            break;
+        } else if drain_until.is_none() {
+            drain_until = Some(tokio::time::Instant::now() + std::time::Duration::from_secs(5));
+        }
+    }
+    if seen > limit {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    Ok(Bytes::from(kept))
 }
 
 /// Deserializes a JSON value into a checked type; the error names the field's path.

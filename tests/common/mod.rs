@@ -7,11 +7,13 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod receiver;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use outhook::app::Running;
-use outhook::clock::{Clock, ManualClock};
+use outhook::clock::{Clock, ManualClock, SystemClock};
 use outhook::config::{Cli, Command, ServeArgs};
 use serde_json::Value;
 use sqlx::Connection;
@@ -122,6 +124,16 @@ impl Drop for TestDb {
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
+/// What delivery tests start with.
+pub const DELIVERY_ARGS: [&str; 6] = [
+    "--admin-token",
+    ADMIN_TOKEN,
+    "--allow-private",
+    "127.0.0.0/8",
+    "--poll-interval",
+    "100ms",
+];
+
 /// The real app on 127.0.0.1:0 against a fresh database, with a manual clock.
 pub struct TestApp {
     pub base: String,
@@ -152,14 +164,24 @@ pub fn serve_args(db_url: &str, extra: &[&str]) -> ServeArgs {
 
 impl TestApp {
     /// Starts with the configured admin token [`ADMIN_TOKEN`].
+    /// Starts with the configured admin token [`ADMIN_TOKEN`], deliveries allowed to
+    /// 127.0.0.0/8 (where test receivers listen), and a manual clock.
     pub async fn start(backend: Backend) -> Self {
-        Self::start_with(backend, &["--admin-token", ADMIN_TOKEN]).await
+        Self::start_with(backend, &DELIVERY_ARGS).await
     }
 
     pub async fn start_with(backend: Backend, extra: &[&str]) -> Self {
-        let db = TestDb::new(backend).await;
+        Self::start_on(TestDb::new(backend).await, extra, true).await
+    }
+
+    /// Starts on an existing database; `manual_clock` false runs on the real clock.
+    pub async fn start_on(db: TestDb, extra: &[&str], manual_clock: bool) -> Self {
         let clock = ManualClock::new(1_700_000_000_000);
-        let shared: Arc<dyn Clock> = Arc::new(clock.clone());
+        let shared: Arc<dyn Clock> = if manual_clock {
+            Arc::new(clock.clone())
+        } else {
+            Arc::new(SystemClock)
+        };
         let running = outhook::app::start(&serve_args(&db.url, extra), shared)
             .await
             .expect("the app starts");
@@ -188,6 +210,79 @@ impl TestApp {
             running.stop().await.expect("clean shutdown");
         }
     }
+
+    /// Stops the app and hands back its database, to start another app on it.
+    pub async fn stop_keep_db(mut self) -> TestDb {
+        if let Some(running) = self.running.take() {
+            running.stop().await.expect("clean shutdown");
+        }
+        self.db
+    }
+
+    /// Creates a webhook (admin) and returns its JSON.
+    pub async fn create_webhook(&self, body: Value) -> Value {
+        let (status, created) = call(
+            self.admin(reqwest::Method::POST, "/api/v1/webhooks")
+                .json(&body),
+        )
+        .await;
+        assert_eq!(status, 201, "{created}");
+        created
+    }
+
+    /// Publishes events (admin) and returns the answer; asserts 202.
+    pub async fn publish(&self, events: Value) -> Value {
+        let (status, answer) = call(
+            self.admin(reqwest::Method::POST, "/api/v1/events")
+                .json(&events),
+        )
+        .await;
+        assert_eq!(status, 202, "{answer}");
+        answer
+    }
+
+    pub async fn patch(&self, id: &str, ops: Value) -> Value {
+        let (status, body) = call(
+            self.admin(reqwest::Method::PATCH, &format!("/api/v1/webhooks/{id}"))
+                .header("content-type", "application/json-patch+json")
+                .body(ops.to_string()),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        let (status, body) = call(self.admin(reqwest::Method::GET, path)).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        body
+    }
+}
+
+/// A ChangeEvent with a fresh id: `entityCreated`/… on an entity of `entity_type` named `name`.
+pub fn event(event_type: &str, entity_type: &str, name: &str) -> Value {
+    serde_json::json!({
+        "eventId": Uuid::new_v4(),
+        "eventType": event_type,
+        "entity": {
+            "id": Uuid::new_v4(),
+            "type": entity_type,
+            "name": name,
+            "fullyQualifiedName": format!("svc.db.{name}")
+        },
+        "userName": "tester"
+    })
+}
+
+/// A webhook body posting to `url`.
+pub fn webhook(name: &str, url: &str, batch_size: u32, filters: Value) -> Value {
+    serde_json::json!({
+        "name": name,
+        "webhookType": "Generic",
+        "batchSize": batch_size,
+        "eventFilters": filters,
+        "webhookConfig": {"endpoint": url, "timeout": 5}
+    })
 }
 
 /// Sends a request and returns status and JSON body (Null when empty).

@@ -1,0 +1,169 @@
+//! A real HTTP receiver on 127.0.0.1 that records every request. Each path answers 200
+//! unless told otherwise: a fixed status, a sequence of statuses, or a delay.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use tokio::sync::Notify;
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub at: Instant,
+}
+
+impl Received {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+#[derive(Default)]
+struct Behaviour {
+    status: HashMap<String, u16>,
+    sequence: HashMap<String, VecDeque<u16>>,
+    delay: HashMap<String, Duration>,
+}
+
+#[derive(Default)]
+struct Shared {
+    requests: Mutex<Vec<Received>>,
+    behaviour: Mutex<Behaviour>,
+    arrived: Notify,
+}
+
+pub struct Receiver {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn record(State(shared): State<Arc<Shared>>, request: Request) -> StatusCode {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 64 * 1024 * 1024)
+        .await
+        .unwrap_or_default();
+    let path = parts.uri.path().to_owned();
+    let (status, delay) = {
+        let mut b = shared.behaviour.lock().unwrap();
+        let next = b.sequence.get_mut(&path).and_then(VecDeque::pop_front);
+        (
+            next.or_else(|| b.status.get(&path).copied()).unwrap_or(200),
+            b.delay.get(&path).copied(),
+        )
+    };
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
+    shared.requests.lock().unwrap().push(Received {
+        path,
+        query: parts.uri.query().map(str::to_owned),
+        headers: parts.headers,
+        body,
+        at: Instant::now(),
+    });
+    shared.arrived.notify_waiters();
+    StatusCode::from_u16(status).unwrap()
+}
+
+impl Receiver {
+    pub async fn start() -> Self {
+        let shared = Arc::new(Shared::default());
+        let app = axum::Router::new()
+            .fallback(record)
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self { addr, shared, task }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Every request to `path` answers `status` from now on.
+    pub fn respond(&self, path: &str, status: u16) {
+        self.shared
+            .behaviour
+            .lock()
+            .unwrap()
+            .status
+            .insert(path.to_owned(), status);
+    }
+
+    /// The next requests to `path` answer these, in order; then the fixed status.
+    pub fn respond_sequence(&self, path: &str, statuses: &[u16]) {
+        self.shared
+            .behaviour
+            .lock()
+            .unwrap()
+            .sequence
+            .insert(path.to_owned(), statuses.iter().copied().collect());
+    }
+
+    pub fn delay(&self, path: &str, delay: Duration) {
+        self.shared
+            .behaviour
+            .lock()
+            .unwrap()
+            .delay
+            .insert(path.to_owned(), delay);
+    }
+
+    pub fn requests(&self, path: &str) -> Vec<Received> {
+        self.shared
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+
+    /// Waits (at most `within`) until `path` has received at least `n` requests.
+    pub async fn wait_for(&self, path: &str, n: usize, within: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + within;
+        loop {
+            let arrived = self.shared.arrived.notified();
+            let got = self.requests(path);
+            if got.len() >= n {
+                return got;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "{path}: {} of {n} requests arrived within {within:?}",
+                got.len()
+            );
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(200)), arrived).await;
+        }
+    }
+
+    /// Checks that `path` has exactly `n` requests and gets no more for `quiet`.
+    pub async fn assert_stays_at(&self, path: &str, n: usize, quiet: Duration) {
+        tokio::time::sleep(quiet).await;
+        assert_eq!(self.requests(path).len(), n, "{path}: unexpected requests");
+    }
+}

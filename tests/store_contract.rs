@@ -459,7 +459,7 @@ mod log {
         let got_b = store.claim_webhooks(b, 500, 10).await.unwrap();
         assert_eq!(got_b.len(), 1, "the disabled webhook and a's are not b's");
         assert!(!got_a.contains(&got_b[0]));
-        // a keeps what it has (listed first) and sees no more than its limit.
+        // a keeps what it has; the limit counts new claims only.
         let again = store.claim_webhooks(a, 500, 10).await.unwrap();
         got_a.sort();
         let mut again_sorted = again.clone();
@@ -663,4 +663,27 @@ mod log_tests {
         leases_go_to_one_live_instance,
         attempts_and_state_are_recorded_together,
     );
+}
+
+/// PostgreSQL only (SQLite has no row locks): a webhook whose row is locked by its own
+/// worker's transaction is still listed as held, not taken for lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_locked_row_is_still_held() {
+    use sqlx::Connection;
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = store::connect(&db.url).await.unwrap();
+    let w = webhook("busy", "Generic");
+    store.insert_webhook(&w).await.unwrap();
+    let me = Uuid::new_v4();
+    store.heartbeat(me, 1_000, 0, 0).await.unwrap();
+    assert_eq!(store.claim_webhooks(me, 500, 10).await.unwrap(), [w.id]);
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("SELECT id FROM webhooks WHERE id = $1 FOR UPDATE")
+        .bind(w.id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(store.claim_webhooks(me, 500, 10).await.unwrap(), [w.id]);
+    tx.rollback().await.unwrap();
 }

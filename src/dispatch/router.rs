@@ -220,14 +220,16 @@ impl Router {
         position
     }
 
-    /// New filters: routing restarts from the current position with them, and the worker
-    /// reads again from its own position, so undelivered events meet the new filters.
-    pub fn reconfigure(&self, id: Uuid, name: String, filters: Vec<EventFilter>) -> i64 {
+    /// New filters: routing restarts from the current position with them. Returns the new
+    /// `live_from`, and whether the worker was idle (then every routed event counts as
+    /// considered under the old filters; otherwise what it had not consumed is judged again).
+    pub fn reconfigure(&self, id: Uuid, name: String, filters: Vec<EventFilter>) -> (i64, bool) {
         let mut state = self.lock();
         let position = state.position;
         let Some(slot) = state.slots.get_mut(&id) else {
-            return position;
+            return (position, false);
         };
+        let was_idle = slot.idle && slot.inbox.is_empty() && !slot.overflowed;
         let old = std::mem::replace(&mut slot.filters, Arc::new(filters));
         let new = slot.filters.clone();
         slot.name = name;
@@ -236,7 +238,7 @@ impl Router {
         slot.live_from = position;
         state.index.remove(id, &old);
         state.index.add(id, &new);
-        position
+        (position, was_idle)
     }
 
     /// Marks the worker idle unless something arrived meanwhile; true when it may wait.
@@ -260,7 +262,6 @@ impl Router {
         match state.slots.get_mut(&id) {
             Some(slot) => {
                 slot.reload = true;
-                slot.idle = false;
                 slot.wake.notify_one();
                 true
             }

@@ -205,15 +205,25 @@ impl Worker {
         {
             self.batch_events = None;
         }
-        // Undelivered events meet the current filters: read them again from our position.
-        self.read_pos = start_position(&state);
-        self.scanned_to = self.read_pos;
-        self.backlog.clear();
-        self.ctx.router.reconfigure(
-            self.id,
-            webhook.spec.name.to_string(),
-            webhook.spec.event_filters.0.clone(),
-        );
+        // Never step back behind what was already considered (the stored cursor may lag).
+        self.read_pos = self.read_pos.max(start_position(&state));
+        let spec = &webhook.spec;
+        if spec.event_filters != self.webhook.spec.event_filters
+            || spec.name != self.webhook.spec.name
+        {
+            // Events routed before the change were judged by the old filters; those not yet
+            // taken into a batch are judged again by the new ones.
+            let (position, was_idle) = self.ctx.router.reconfigure(
+                self.id,
+                spec.name.to_string(),
+                spec.event_filters.0.clone(),
+            );
+            if was_idle {
+                self.read_pos = self.read_pos.max(position);
+            }
+            self.scanned_to = self.read_pos;
+            self.backlog.clear();
+        }
         self.webhook = Arc::new(webhook);
         self.state = state;
         Ok(true)

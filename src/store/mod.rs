@@ -223,9 +223,9 @@ pub trait Store: Send + Sync + 'static {
         forget_before: Millis,
     ) -> Result<i64, StoreError>;
 
-    /// Takes the lease of enabled, undeleted webhooks that have no live owner (an owner
-    /// whose heartbeat is older than `expired_before` is dead), up to `limit` in all, and
-    /// returns every webhook `instance` now owns among them, those it already had first.
+    /// Takes the lease of up to `limit` more enabled, undeleted webhooks that have no live
+    /// owner (an owner whose heartbeat is older than `expired_before` is dead), and returns
+    /// every enabled, undeleted webhook `instance` now holds.
     async fn claim_webhooks(
         &self,
         instance: Uuid,

@@ -435,14 +435,19 @@ impl Store for PgStore {
         limit: u32,
     ) -> Result<Vec<Uuid>, StoreError> {
         // SKIP LOCKED: instances claiming at once each take different rows, nobody waits.
+        // Rows this instance already holds are listed without locking: its own worker may
+        // be updating one right now, and that must not look like a lost lease.
         Ok(sqlx::query_scalar(
-            "UPDATE webhooks SET owner = $1 WHERE id IN ( \
-               SELECT w.id FROM webhooks w LEFT JOIN dispatcher_instances i ON i.id = w.owner \
-               WHERE w.enabled AND NOT w.deleted \
-                 AND (w.owner IS NULL OR w.owner = $1 OR i.id IS NULL OR i.heartbeat_at < $2) \
-               ORDER BY (w.owner IS NOT DISTINCT FROM $1) DESC, w.id LIMIT $3 \
-               FOR UPDATE OF w SKIP LOCKED) \
-             RETURNING id",
+            "WITH claimed AS ( \
+               UPDATE webhooks SET owner = $1 WHERE id IN ( \
+                 SELECT w.id FROM webhooks w LEFT JOIN dispatcher_instances i ON i.id = w.owner \
+                 WHERE w.enabled AND NOT w.deleted AND w.owner IS DISTINCT FROM $1 \
+                   AND (w.owner IS NULL OR i.id IS NULL OR i.heartbeat_at < $2) \
+                 ORDER BY w.id LIMIT $3 \
+                 FOR UPDATE OF w SKIP LOCKED) \
+               RETURNING id) \
+             SELECT id FROM webhooks WHERE owner = $1 AND enabled AND NOT deleted \
+             UNION ALL SELECT id FROM claimed",
         )
         .bind(instance)
         .bind(expired_before)

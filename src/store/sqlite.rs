@@ -444,20 +444,27 @@ impl Store for SqliteStore {
         expired_before: Millis,
         limit: u32,
     ) -> Result<Vec<Uuid>, StoreError> {
-        // One writer at a time: the statement is atomic without row locks.
-        let ids: Vec<String> = sqlx::query_scalar(
+        // One writer at a time: the transaction is atomic without row locks.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
             "UPDATE webhooks SET owner = $1 WHERE id IN ( \
                SELECT w.id FROM webhooks w LEFT JOIN dispatcher_instances i ON i.id = w.owner \
-               WHERE w.enabled AND NOT w.deleted \
-                 AND (w.owner IS NULL OR w.owner = $1 OR i.id IS NULL OR i.heartbeat_at < $2) \
-               ORDER BY (w.owner IS $1) DESC, w.id LIMIT $3) \
-             RETURNING id",
+               WHERE w.enabled AND NOT w.deleted AND w.owner IS NOT $1 \
+                 AND (w.owner IS NULL OR i.id IS NULL OR i.heartbeat_at < $2) \
+               ORDER BY w.id LIMIT $3)",
         )
         .bind(instance.to_string())
         .bind(expired_before)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM webhooks WHERE owner = $1 AND enabled AND NOT deleted",
+        )
+        .bind(instance.to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
         ids.iter()
             .map(|id| {
                 Uuid::parse_str(id).map_err(|e| StoreError::Corrupt(format!("id '{id}': {e}")))

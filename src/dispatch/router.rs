@@ -413,7 +413,8 @@ mod tests {
                 "w".into(),
                 filters(json!([{"eventType": "entityDeleted"}]))
             ),
-            1
+            (1, false),
+            "not idle: the worker never waited"
         );
         assert!(
             router.take(id, 10, 0).events.is_empty(),

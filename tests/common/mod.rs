@@ -52,8 +52,14 @@ pub struct TestDb {
 }
 
 enum Cleanup {
-    Postgres { name: String },
-    Sqlite { path: PathBuf },
+    Postgres {
+        name: String,
+    },
+    Sqlite {
+        path: PathBuf,
+    },
+    /// A second handle on a database another `TestDb` removes.
+    None,
 }
 
 impl TestDb {
@@ -89,6 +95,17 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// Another handle on the same database, for a second instance; removing it is left to
+    /// the original.
+    pub fn share(&self) -> TestDb {
+        TestDb {
+            url: self.url.clone(),
+            cleanup: Cleanup::None,
+        }
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         match &self.cleanup {
@@ -111,6 +128,7 @@ impl Drop for TestDb {
                 })
                 .join();
             }
+            Cleanup::None => {}
             Cleanup::Sqlite { path } => {
                 for suffix in ["", "-wal", "-shm"] {
                     let mut p = path.clone().into_os_string();
@@ -176,6 +194,14 @@ impl TestApp {
 
     /// Starts on an existing database; `manual_clock` false runs on the real clock.
     pub async fn start_on(db: TestDb, extra: &[&str], manual_clock: bool) -> Self {
+        // Logs go to the test's output (shown for failing tests); RUST_LOG sets the level.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "outhook=warn".into()),
+            )
+            .with_test_writer()
+            .try_init();
         let clock = ManualClock::new(1_700_000_000_000);
         let shared: Arc<dyn Clock> = if manual_clock {
             Arc::new(clock.clone())

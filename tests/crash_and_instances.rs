@@ -1,0 +1,290 @@
+//! At-least-once under failure: several instances on one PostgreSQL never deliver the same
+//! batch twice, and a process killed with SIGKILL loses no acknowledged event.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::receiver::{Received, Receiver};
+use common::{ADMIN_TOKEN, Backend, DELIVERY_ARGS, TestApp, TestDb, call, event, webhook};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// Every event id a receiver got, with how many times.
+fn counts(requests: &[Received]) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for r in requests {
+        let body = r.json();
+        let items = match body {
+            Value::Array(items) => items,
+            one => vec![one],
+        };
+        for e in items {
+            *out.entry(e["eventId"].as_str().unwrap().to_owned())
+                .or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+async fn wait_for_ids(
+    rx: &Receiver,
+    path: &str,
+    ids: &HashSet<String>,
+    within: Duration,
+) -> HashMap<String, usize> {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = counts(&rx.requests(path));
+        let missing = ids.iter().filter(|id| !got.contains_key(*id)).count();
+        if missing == 0 {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path}: {missing} of {} events never arrived",
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_one_postgres_share_the_work_without_duplicates() {
+    let mut args = DELIVERY_ARGS.to_vec();
+    args.extend(["--lease-ttl", "2s"]);
+    let db = TestDb::new(Backend::Postgres).await;
+    let a = TestApp::start_on(db.share(), &args, false).await;
+    let b = TestApp::start_on(db.share(), &args, false).await;
+    let rx = Receiver::start().await;
+    let paths = ["/w1", "/w2", "/w3", "/w4"];
+    for (i, path) in paths.iter().enumerate() {
+        let batch = if i % 2 == 0 { 1 } else { 5 };
+        a.create_webhook(webhook(
+            &format!("hook{i}"),
+            &rx.url(path),
+            batch,
+            json!([{"eventType": "entityCreated"}]),
+        ))
+        .await;
+    }
+    // Both instances take publishes at once.
+    let mut published = HashSet::new();
+    for round in 0..30 {
+        let batch_a: Vec<Value> = (0..10)
+            .map(|i| event("entityCreated", "table", &format!("a{round}-{i}")))
+            .collect();
+        let batch_b: Vec<Value> = (0..10)
+            .map(|i| event("entityCreated", "table", &format!("b{round}-{i}")))
+            .collect();
+        let (ra, rb) = tokio::join!(a.publish(json!(batch_a)), b.publish(json!(batch_b)));
+        for answer in [ra, rb] {
+            published.extend(
+                answer["eventIds"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap().to_owned()),
+            );
+        }
+    }
+    assert_eq!(published.len(), 600);
+    for path in paths {
+        let got = wait_for_ids(&rx, path, &published, Duration::from_secs(60)).await;
+        let twice: Vec<_> = got.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(
+            twice.is_empty(),
+            "{path}: delivered more than once: {twice:?}"
+        );
+        // In log order: log positions increase along the requests.
+        let order: Vec<String> = rx
+            .requests(path)
+            .iter()
+            .flat_map(|r| match r.json() {
+                Value::Array(items) => items,
+                one => vec![one],
+            })
+            .map(|e| e["eventId"].as_str().unwrap().to_owned())
+            .collect();
+        let store = a.running.as_ref().unwrap().store.clone();
+        let log: Vec<String> = store
+            .read_events(0, i64::MAX, 10_000)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.event_id.to_string())
+            .collect();
+        let position: HashMap<&String, usize> =
+            log.iter().enumerate().map(|(i, id)| (id, i)).collect();
+        assert!(
+            order.windows(2).all(|w| position[&w[0]] < position[&w[1]]),
+            "{path}: out of order"
+        );
+    }
+    // A leaves cleanly: its leases go back at once and B delivers what comes next.
+    a.stop().await;
+    let next = b
+        .publish(json!([event("entityCreated", "table", "after")]))
+        .await;
+    let id: HashSet<String> = [next["eventIds"][0].as_str().unwrap().to_owned()].into();
+    for path in paths {
+        wait_for_ids(&rx, path, &id, Duration::from_secs(10)).await;
+    }
+    b.stop().await;
+    drop(db);
+}
+
+/// The real binary, started with the delivery arguments on `db_url`.
+struct Process {
+    child: Child,
+    base: String,
+}
+
+impl Process {
+    async fn start(db_url: &str) -> Self {
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().port()
+        };
+        let bind = format!("127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_outhook"))
+            .args([
+                "serve",
+                "--bind",
+                &bind,
+                "--database-url",
+                db_url,
+                "--admin-token",
+                ADMIN_TOKEN,
+            ])
+            .args([
+                "--allow-private",
+                "127.0.0.0/8",
+                "--lease-ttl",
+                "2s",
+                "--poll-interval",
+                "100ms",
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the outhook binary starts");
+        let base = format!("http://{bind}");
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .map(|r| r.status().is_success())
+            .ok()
+            != Some(true)
+        {
+            assert!(Instant::now() < deadline, "outhook did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { child, base }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().expect("SIGKILL"); // std sends SIGKILL on Unix
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn sigkill_during_delivery_loses_nothing(backend: Backend) {
+    outhook::app::install_crypto_provider();
+    let db = TestDb::new(backend).await;
+    let rx = Receiver::start().await;
+    rx.delay("/sink", Duration::from_millis(2));
+    let first = Process::start(&db.url).await;
+    let client = reqwest::Client::new();
+    let admin = |m: Method, base: &str, path: &str| {
+        client
+            .request(m, format!("{base}{path}"))
+            .bearer_auth(ADMIN_TOKEN)
+    };
+    let (status, _) = call(
+        admin(Method::POST, &first.base, "/api/v1/webhooks").json(&webhook(
+            "crash",
+            &rx.url("/sink"),
+            5,
+            json!([{"eventType": "entityCreated"}]),
+        )),
+    )
+    .await;
+    assert_eq!(status, 201);
+
+    // Publish 3000 events in 30 requests; the process is killed while it delivers.
+    let mut acknowledged: HashSet<String> = HashSet::new();
+    let mut killed = None;
+    let mut process = Some(first);
+    for round in 0..30 {
+        let batch: Vec<Value> = (0..100)
+            .map(|i| event("entityCreated", "table", &format!("{round}-{i}")))
+            .collect();
+        if let Some(p) = &process {
+            let (status, answer) =
+                call(admin(Method::POST, &p.base, "/api/v1/events").json(&batch)).await;
+            assert_eq!(status, 202);
+            acknowledged.extend(
+                answer["eventIds"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap().to_owned()),
+            );
+        }
+        if round == 20 {
+            rx.wait_for("/sink", 50, Duration::from_secs(30)).await;
+            process.take().unwrap().kill();
+            killed = Some(rx.requests("/sink").len());
+            process = Some(Process::start(&db.url).await);
+        }
+    }
+    assert!(
+        killed.unwrap() < 600,
+        "the kill came while deliveries were still going"
+    );
+    assert_eq!(acknowledged.len(), 3000);
+    let got = wait_for_ids(&rx, "/sink", &acknowledged, Duration::from_secs(120)).await;
+    // At most the batch in flight at the kill came twice, under one delivery id.
+    let twice: Vec<&String> = got
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| id)
+        .collect();
+    assert!(twice.len() <= 5, "{} events came twice", twice.len());
+    if !twice.is_empty() {
+        let deliveries: HashSet<String> = rx
+            .requests("/sink")
+            .iter()
+            .filter(|r| {
+                r.json()
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| twice.contains(&&e["eventId"].as_str().unwrap().to_owned()))
+            })
+            .map(|r| r.header("x-outhook-delivery-id").unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            deliveries.len(),
+            1,
+            "the repeated batch kept its delivery id"
+        );
+    }
+    process.unwrap().kill();
+}
+
+on_both_backends!(sigkill_during_delivery_loses_nothing);

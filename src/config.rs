@@ -26,6 +26,38 @@ pub enum Command {
     Serve(ServeArgs),
     /// Bring the database schema up to date and exit.
     Migrate(DatabaseArgs),
+    /// Check a delivery's signature: reads the exact body (or, for GET, the query string)
+    /// from standard input; exits 0 when it verifies, 1 when it does not.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// The webhook's secretKey (for standard-webhooks, the `whsec_…` secret).
+    #[arg(long)]
+    pub secret: String,
+
+    /// openmetadata (X-OpenMetadata-Signature), openmetadata-base64 (X-OM-Signature) or
+    /// standard-webhooks (webhook-signature).
+    #[arg(long, default_value = "openmetadata")]
+    pub scheme: crate::domain::webhook::SignatureScheme,
+
+    /// The signature header's value, e.g. `sha256=…` or `v1,… v1,…`.
+    #[arg(long)]
+    pub signature: String,
+
+    /// standard-webhooks: the `webhook-id` header.
+    #[arg(long)]
+    pub id: Option<String>,
+
+    /// standard-webhooks: the `webhook-timestamp` header (seconds).
+    #[arg(long)]
+    pub timestamp: Option<i64>,
+
+    /// standard-webhooks: refuse a timestamp further than this many seconds from now
+    /// (replay protection; the Standard Webhooks libraries use 300).
+    #[arg(long)]
+    pub max_age: Option<u64>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -36,6 +36,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             tracing::info!(backend = store.backend(), "the schema is up to date");
             Ok(())
         }
+        Command::Verify(args) => verify(args),
         Command::Serve(args) => {
             let running = outhook::app::start(&args, Arc::new(SystemClock)).await?;
             if let Some(token) = &running.generated_admin_token {
@@ -51,6 +52,43 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 stop.cancel();
             });
             running.wait().await
+        }
+    }
+}
+
+/// `outhook verify`: prints why, and exits 1 when the signature does not verify.
+fn verify(args: outhook::config::VerifyArgs) -> anyhow::Result<()> {
+    use outhook::clock::Clock;
+    use std::io::Read;
+    let mut body = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut body)
+        .context("reading the body from standard input")?;
+    if let (Some(max_age), Some(ts)) = (args.max_age, args.timestamp) {
+        let now = SystemClock.now_ms() / 1000;
+        if now.abs_diff(ts) > max_age {
+            println!(
+                "invalid: the timestamp is {} s away from now (more than {max_age} s)",
+                now.abs_diff(ts)
+            );
+            std::process::exit(1);
+        }
+    }
+    match outhook::dispatch::sign::verify(
+        args.scheme,
+        &args.secret,
+        &args.signature,
+        args.id.as_deref(),
+        args.timestamp,
+        &body,
+    ) {
+        Ok(()) => {
+            println!("valid: {} signature over {} bytes", args.scheme, body.len());
+            Ok(())
+        }
+        Err(reason) => {
+            println!("invalid: {reason}");
+            std::process::exit(1);
         }
     }
 }

@@ -7,8 +7,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::IntoResponse;
-use serde::Serialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -16,20 +15,25 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
-use super::extract::{BaseUrl, QueryParams};
+use super::extract::{BaseUrl, JsonBody, QueryParams};
 use crate::clock::Millis;
-use crate::dispatch::router::LogEvent;
+use crate::dispatch::format::test_event;
 use crate::domain::delivery::{AttemptRecord, ErrorKind, Outcome};
 use crate::domain::event::EventFacts;
 use crate::domain::filter::webhook_matches;
 use crate::domain::token::Permission;
-use crate::domain::webhook::{FailureDetails, Resume, Webhook, WebhookStatus, WebhookView};
+use crate::domain::webhook::{
+    FailureDetails, Resume, SecretKey, SignatureScheme, Webhook, WebhookSpec, WebhookStatus,
+    WebhookView,
+};
 
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
         .routes(routes!(list_deliveries))
         .routes(routes!(delivery_status))
         .routes(routes!(test_webhook))
+        .routes(routes!(test_configuration))
+        .routes(routes!(rotate_secret))
         .routes(routes!(resume_webhook))
         .routes(routes!(metrics))
 }
@@ -230,39 +234,168 @@ async fn test_webhook(
 ) -> Result<Json<TestOutcome>, ApiError> {
     caller.require(Permission::Manage)?;
     let webhook = find(&state, &id).await?;
-    let now = state.clock.now_ms();
-    let event_id = Uuid::new_v4();
-    let body = json!({
-        "eventId": event_id,
-        "eventType": "entityUpdated",
-        "timestamp": now,
-        "entityType": "webhook",
-        "entityId": webhook.id,
-        "entityFullyQualifiedName": webhook.spec.name.as_str(),
-        "userName": caller.name,
-        "entity": {
-            "id": webhook.id,
-            "type": "webhook",
-            "name": webhook.spec.name.as_str(),
-            "fullyQualifiedName": webhook.spec.name.as_str(),
-            "description": "A test message from outhook: if you can read this, delivery works."
-        },
-        "changeDescription": {"fieldsAdded": [], "fieldsUpdated": [], "fieldsDeleted": []}
-    });
-    let event = LogEvent::new(0, event_id, body.to_string());
+    let event = test_event(
+        webhook.id,
+        webhook.spec.name.as_str(),
+        &caller.name,
+        state.clock.now_ms(),
+    );
     let (sent, request_bytes) = state.dispatcher.send_test(&webhook, event).await;
-    Ok(Json(TestOutcome {
-        outcome: sent.result.outcome(),
-        status_code: sent.result.status_code,
-        duration_ms: sent.duration_ms,
-        request_bytes,
-        response_excerpt: sent.response_excerpt,
-        error_kind: sent.result.error_kind,
-        error: sent
-            .result
-            .reason
-            .filter(|_| sent.result.error_kind.is_some()),
+    Ok(Json(TestOutcome::from(sent, request_bytes)))
+}
+
+impl TestOutcome {
+    fn from(sent: crate::dispatch::sender::Sent, request_bytes: i64) -> Self {
+        Self {
+            outcome: sent.result.outcome(),
+            status_code: sent.result.status_code,
+            duration_ms: sent.duration_ms,
+            request_bytes,
+            response_excerpt: sent.response_excerpt,
+            error_kind: sent.result.error_kind,
+            error: sent
+                .result
+                .reason
+                .filter(|_| sent.result.error_kind.is_some()),
+        }
+    }
+}
+
+/// Send a test message for a configuration that is not saved (as OpenMetadata's
+/// testDestination): the body is a webhook as for create, validated the same way.
+#[utoipa::path(post, path = "/api/v1/webhooks/test", tag = "deliveries",
+    request_body(content = WebhookSpec, content_type = "application/json"),
+    responses((status = 200, description = "The test ran; see outcome", body = TestOutcome),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn test_configuration(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> Result<Json<TestOutcome>, ApiError> {
+    caller.require(Permission::Manage)?;
+    let spec = super::webhooks::parse_spec(body)?;
+    if spec
+        .webhook_config
+        .secret_key
+        .as_ref()
+        .is_some_and(|s| s.is_mask())
+    {
+        return Err(ApiError::invalid(
+            "webhookConfig.secretKey",
+            "give the secret itself to test with it",
+        ));
+    }
+    let now = state.clock.now_ms();
+    let webhook = Webhook::create(spec, &caller.name, now);
+    let event = test_event(webhook.id, webhook.spec.name.as_str(), &caller.name, now);
+    let (sent, request_bytes) = state.dispatcher.send_test(&webhook, event).await;
+    Ok(Json(TestOutcome::from(sent, request_bytes)))
+}
+
+/// A secret rotation.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RotateSecret {
+    /// The new secret; generated (and shown once in the answer) when absent. For
+    /// standard-webhooks, a `whsec_` secret.
+    secret_key: Option<SecretKey>,
+    /// How long the current secret keeps signing too, in seconds (0–604800, default 86400).
+    grace_period_seconds: Option<u32>,
+}
+
+/// The answer to a rotation.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotatedSecret {
+    pub webhook: WebhookView,
+    /// The new secret when outhook generated it: shown this once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_key: Option<String>,
+    /// Until when the previous secret also signs (ms), if there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_secret_valid_until: Option<Millis>,
+}
+
+/// Rotate a webhook's secret. Until the grace period ends, requests carry the signature
+/// of the previous secret as well (see the README), so receivers can switch at their pace.
+#[utoipa::path(post, path = "/api/v1/webhooks/{id}/rotate-secret", tag = "deliveries",
+    params(("id" = Uuid, Path)),
+    request_body(content = RotateSecret, content_type = "application/json"),
+    responses((status = 200, body = RotatedSecret), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn rotate_secret(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    base: BaseUrl,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<RotatedSecret>, ApiError> {
+    caller.require(Permission::Manage)?;
+    let current = find(&state, &id).await?;
+    let RotateSecret {
+        secret_key,
+        grace_period_seconds,
+    } = super::extract::parse(body)?;
+    let grace = grace_period_seconds.unwrap_or(86_400);
+    if grace > 604_800 {
+        return Err(ApiError::invalid(
+            "gracePeriodSeconds",
+            "must be at most 604800 (7 days)",
+        ));
+    }
+    let scheme = current.spec.webhook_config.signature_scheme;
+    let (secret, shown) = match secret_key {
+        Some(s) if s.is_mask() => {
+            return Err(ApiError::invalid(
+                "secretKey",
+                "give the new secret itself, or none to have one generated",
+            ));
+        }
+        Some(s) => (s, None),
+        None => {
+            let fresh = generate_webhook_secret(scheme);
+            (
+                SecretKey::try_from(fresh.clone())
+                    .map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?,
+                Some(fresh),
+            )
+        }
+    };
+    if scheme == SignatureScheme::StandardWebhooks {
+        crate::dispatch::sign::standard_webhooks_key(secret.expose())
+            .map_err(|e| ApiError::invalid("secretKey", e))?;
+    }
+    let now = state.clock.now_ms();
+    let next = current.with_rotated_secret(secret, i64::from(grace) * 1000, &caller.name, now);
+    state
+        .store
+        .update_webhook(&next, current.version, false)
+        .await?;
+    state.dispatcher.webhook_changed(next.id).await;
+    tracing::info!(webhook.id = %next.id, by = %caller.name, grace, "secret rotated");
+    Ok(Json(RotatedSecret {
+        previous_secret_valid_until: next.previous_secret.as_ref().map(|p| p.until),
+        webhook: next.view(&base.0),
+        secret_key: shown,
     }))
+}
+
+/// A new random secret: `whsec_` + base64 for Standard Webhooks, else 32 random bytes hex.
+fn generate_webhook_secret(scheme: SignatureScheme) -> String {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the operating system has no random source");
+    match scheme {
+        SignatureScheme::StandardWebhooks => format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        ),
+        _ => hex::encode(bytes),
+    }
 }
 
 /// Resume delivery: a webhook in `retryLimitReached`, `failed` or `awaitingRetry` is set

@@ -71,7 +71,7 @@ struct ListParams {
 
 /// Reads a create or update body: server-owned fields are dropped (a client may send back
 /// what it read), everything else must be a valid [`WebhookSpec`].
-fn parse_spec(mut body: Value) -> Result<WebhookSpec, ApiError> {
+pub(super) fn parse_spec(mut body: Value) -> Result<WebhookSpec, ApiError> {
     let Some(object) = body.as_object_mut() else {
         return Err(ApiError::BadRequest(
             "the body must be a JSON object".into(),
@@ -80,7 +80,10 @@ fn parse_spec(mut body: Value) -> Result<WebhookSpec, ApiError> {
     for field in WebhookSpec::SERVER_OWNED {
         object.remove(*field);
     }
-    parse(body)
+    let spec: WebhookSpec = parse(body)?;
+    spec.check()
+        .map_err(|(field, message)| ApiError::invalid(field, message))?;
+    Ok(spec)
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, ApiError> {

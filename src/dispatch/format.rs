@@ -1,23 +1,41 @@
-//! Turning a batch of events into a request body. The pipeline takes any [`Formatter`];
-//! every webhook type uses the generic body until the chat formats exist.
+//! Turning a batch of events into a request, per destination:
+//! - Generic: the event JSON of `seeds/002_*` (+ `webhookName`): one object for
+//!   batchSize 1, otherwise always an array;
+//! - Slack: a Block Kit message, a section per event, within Slack's limits (50 blocks,
+//!   3000 characters per text, 10 fields per section, 150 per header);
+//! - MSTeams: a `message` with an Adaptive Card (FactSet per event) within 28 KB;
+//! - GoogleChat: a `cardsV2` message, a section per event, within 32,000 bytes;
+//! - Custom: the webhook's minijinja template (the generic body without one);
+//! - GET: one event flattened into query parameters (`seeds/004_*`), bounded.
+//!
+//! A batch too large for a chat message is summarised at its end, never cut off or refused.
+//! Formatting is pure: the same events give the same bytes (tests keep golden files).
 
 use std::sync::Arc;
 
-use super::LogEvent;
+use serde_json::{Map, Value, json};
+
+use super::router::LogEvent;
+use crate::domain::template;
 use crate::domain::webhook::{WebhookSpec, WebhookType};
 
-/// Renders the body of one delivery. An error is a delivery failure that retrying cannot fix.
+/// Renders the body of one delivery. An error is a failure retrying cannot fix.
 pub trait Formatter: Send + Sync {
     fn render(&self, webhook: &WebhookSpec, events: &[Arc<LogEvent>]) -> Result<Vec<u8>, String>;
 }
 
 /// The body for a webhook type.
-pub fn formatter_for(_webhook_type: WebhookType) -> &'static dyn Formatter {
-    &Generic
+pub fn formatter_for(webhook_type: WebhookType) -> &'static dyn Formatter {
+    match webhook_type {
+        WebhookType::Generic => &Generic,
+        WebhookType::Slack => &Slack,
+        WebhookType::MSTeams => &Teams,
+        WebhookType::GoogleChat => &GoogleChat,
+        WebhookType::Custom => &Custom,
+    }
 }
 
-/// The event JSON of `seeds/002_*`, each with `webhookName`: with batchSize 1 one event
-/// object, otherwise always a JSON array.
+/// The event JSON of `seeds/002_*`, each with `webhookName`.
 pub struct Generic;
 
 impl Formatter for Generic {
@@ -59,6 +77,585 @@ impl Formatter for Generic {
         }
         Ok(out)
     }
+}
+
+/// The event objects of a batch, as the templates and GET see them.
+fn event_values(webhook: &WebhookSpec, events: &[Arc<LogEvent>]) -> Result<Vec<Value>, String> {
+    events
+        .iter()
+        .map(|e| {
+            let mut v: Value = serde_json::from_str(&e.body)
+                .map_err(|err| format!("stored event {}: {err}", e.seq))?;
+            if let Some(object) = v.as_object_mut() {
+                object.insert(
+                    "webhookName".into(),
+                    Value::String(webhook.name.to_string()),
+                );
+            }
+            Ok(v)
+        })
+        .collect()
+}
+
+/// What a template sees: `event` (the first, or only, event), `events` (the batch) and
+/// `webhook` (`name`, `type`).
+pub fn template_context(webhook: &WebhookSpec, events: &[Arc<LogEvent>]) -> Result<Value, String> {
+    let values = event_values(webhook, events)?;
+    Ok(json!({
+        "event": values.first().cloned().unwrap_or(Value::Null),
+        "events": values,
+        "webhook": {"name": webhook.name.as_str(), "type": webhook.webhook_type.as_str()},
+    }))
+}
+
+/// A Custom webhook: its template, which must render to JSON; without one, the generic body.
+pub struct Custom;
+
+impl Formatter for Custom {
+    fn render(&self, webhook: &WebhookSpec, events: &[Arc<LogEvent>]) -> Result<Vec<u8>, String> {
+        let Some(tpl) = &webhook.webhook_config.payload_template else {
+            return Generic.render(webhook, events);
+        };
+        let out = template::render(tpl.source(), &template_context(webhook, events)?)?;
+        serde_json::from_str::<serde::de::IgnoredAny>(&out)
+            .map_err(|e| format!("the template did not render JSON: {e}"))?;
+        Ok(out.into_bytes())
+    }
+}
+
+/// Custom headers that use template syntax, rendered; a value that renders to something
+/// that cannot be a header is an error.
+pub fn render_headers(
+    webhook: &WebhookSpec,
+    events: &[Arc<LogEvent>],
+) -> Result<Vec<(String, String)>, String> {
+    let headers = &webhook.webhook_config.headers.0;
+    if webhook.webhook_type != WebhookType::Custom
+        || !headers.values().any(|v| template::is_template(v))
+    {
+        return Ok(headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect());
+    }
+    let context = template_context(webhook, events)?;
+    headers
+        .iter()
+        .map(|(name, value)| {
+            if !template::is_template(value) {
+                return Ok((name.clone(), value.clone()));
+            }
+            let rendered =
+                template::render(value, &context).map_err(|e| format!("header '{name}': {e}"))?;
+            if rendered.len() > 4096
+                || rendered
+                    .chars()
+                    .any(|c| c != '\t' && (c.is_control() || !c.is_ascii()))
+            {
+                return Err(format!(
+                    "header '{name}' rendered to something that is not a header value"
+                ));
+            }
+            Ok((name.clone(), rendered))
+        })
+        .collect()
+}
+
+/// The longest query string a GET delivery sends.
+pub const MAX_QUERY_BYTES: usize = 8 * 1024;
+
+/// One event as query parameters: nested keys joined with `_` as in `seeds/004_*`
+/// (`entity_owner_name=alice`, `entity_tags_0_tagFQN=PII.Sensitive`). Past
+/// [`MAX_QUERY_BYTES`] the last parameters are dropped and `_truncated=true` is added.
+pub fn query_string(webhook: &WebhookSpec, events: &[Arc<LogEvent>]) -> Result<String, String> {
+    let [event] = events else {
+        return Err(format!(
+            "GET sends one event per request, not {}",
+            events.len()
+        ));
+    };
+    let value = event_values(webhook, std::slice::from_ref(event))?.remove(0);
+    let mut pairs = Vec::new();
+    flatten("", &value, &mut pairs);
+    let mut out = url::form_urlencoded::Serializer::new(String::new());
+    let mut length = 0;
+    let mut truncated = false;
+    for (key, val) in &pairs {
+        let piece = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair(key, val)
+            .finish();
+        if length + piece.len() + 1 > MAX_QUERY_BYTES - "&_truncated=true".len() {
+            truncated = true;
+            break;
+        }
+        length += piece.len() + 1;
+        out.append_pair(key, val);
+    }
+    if truncated {
+        out.append_pair("_truncated", "true");
+    }
+    Ok(out.finish())
+}
+
+fn flatten(prefix: &str, value: &Value, out: &mut Vec<(String, String)>) {
+    let key = |k: &str| {
+        if prefix.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{prefix}_{k}")
+        }
+    };
+    match value {
+        Value::Object(map) => map.iter().for_each(|(k, v)| flatten(&key(k), v, out)),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .for_each(|(i, v)| flatten(&key(&i.to_string()), v, out)),
+        Value::Null => {}
+        Value::String(s) => out.push((prefix.to_owned(), s.clone())),
+        other => out.push((prefix.to_owned(), other.to_string())),
+    }
+}
+
+// ---- chat formats ----
+
+/// One event, read for people.
+struct Summary {
+    title: String,
+    event_type: String,
+    entity_type: String,
+    fqn: String,
+    user: String,
+    when: String,
+    event_id: String,
+    changes: Vec<String>,
+}
+
+/// Longest rendering of one changed value.
+const VALUE_CHARS: usize = 120;
+/// Changes listed per event; the rest are counted.
+const MAX_CHANGES: usize = 15;
+
+impl Summary {
+    fn of(event: &LogEvent) -> Self {
+        let v: Value = serde_json::from_str(&event.body).unwrap_or(Value::Null);
+        let s = |p: &str| {
+            v.pointer(p)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned()
+        };
+        let entity_type = s("/entity/type");
+        let name = Some(s("/entity/displayName"))
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| s("/entity/name"));
+        let event_type = s("/eventType");
+        let verb = match event_type.as_str() {
+            "entityCreated" => "created",
+            "entityUpdated" => "updated",
+            "entitySoftDeleted" => "soft-deleted",
+            "entityDeleted" => "deleted",
+            "entityRestored" => "restored",
+            other => other,
+        };
+        let mut changes = Vec::new();
+        for (key, label) in [
+            ("fieldsAdded", "added"),
+            ("fieldsUpdated", "updated"),
+            ("fieldsDeleted", "deleted"),
+        ] {
+            for f in v
+                .pointer(&format!("/changeDescription/{key}"))
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let field = f.get("name").and_then(Value::as_str).unwrap_or("?");
+                let old = f.get("oldValue").map(short);
+                let new = f.get("newValue").map(short);
+                changes.push(match (label, old, new) {
+                    ("updated", Some(o), Some(n)) => format!("{field}\u{1}updated: {o} → {n}"),
+                    ("added", _, Some(n)) => format!("{field}\u{1}added: {n}"),
+                    ("deleted", Some(o), _) => format!("{field}\u{1}deleted (was {o})"),
+                    _ => format!("{field}\u{1}{label}"),
+                });
+            }
+        }
+        Self {
+            title: format!(
+                "{} {verb}: {}",
+                words(&entity_type),
+                if name.is_empty() { "(unnamed)" } else { &name }
+            ),
+            fqn: Some(s("/entity/fullyQualifiedName"))
+                .filter(|f| !f.is_empty())
+                .unwrap_or_else(|| name.clone()),
+            user: Some(s("/userName"))
+                .filter(|u| !u.is_empty())
+                .unwrap_or_else(|| "unknown".into()),
+            when: v
+                .get("timestamp")
+                .and_then(Value::as_i64)
+                .map(utc)
+                .unwrap_or_default(),
+            event_id: s("/eventId"),
+            event_type,
+            entity_type,
+            changes,
+        }
+    }
+
+    /// The change lines with `field` marked by `bold` (and the rest escaped by `escape`).
+    fn change_lines(
+        &self,
+        bold: impl Fn(&str) -> String,
+        escape: impl Fn(&str) -> String,
+        bullet: &str,
+    ) -> String {
+        let mut lines: Vec<String> = self
+            .changes
+            .iter()
+            .take(MAX_CHANGES)
+            .map(|c| {
+                let (field, rest) = c.split_once('\u{1}').unwrap_or((c, ""));
+                format!("{bullet}{} {}", bold(&escape(field)), escape(rest))
+            })
+            .collect();
+        if self.changes.len() > MAX_CHANGES {
+            lines.push(format!(
+                "{bullet}…and {} more changes",
+                self.changes.len() - MAX_CHANGES
+            ));
+        }
+        lines.join("\n")
+    }
+}
+
+/// A changed value in a few words: tag labels and references by name, the rest as compact
+/// JSON, cut at [`VALUE_CHARS`].
+fn short(value: &Value) -> String {
+    let text = match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "none".into(),
+        Value::Array(items) if items.is_empty() => "none".into(),
+        Value::Array(items) => items.iter().map(label).collect::<Vec<_>>().join(", "),
+        other => label(other),
+    };
+    truncate(&text, VALUE_CHARS)
+}
+
+fn label(value: &Value) -> String {
+    for key in ["tagFQN", "displayName", "name", "fullyQualifiedName"] {
+        if let Some(s) = value.get(key).and_then(Value::as_str) {
+            return s.to_owned();
+        }
+    }
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    format!("{cut}…")
+}
+
+/// `testCase` → `Test case`.
+fn words(camel: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in camel.chars().enumerate() {
+        if i == 0 {
+            out.extend(c.to_uppercase());
+        } else if c.is_uppercase() {
+            out.push(' ');
+            out.extend(c.to_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    if out.is_empty() { "Entity".into() } else { out }
+}
+
+/// Milliseconds since the epoch as `2024-01-15 12:00:00 UTC`.
+fn utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// What a batch is about, for notification text and summaries: `3 × entityCreated table`.
+fn tally(summaries: &[Summary]) -> String {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for s in summaries {
+        let key = format!("{} {}", s.event_type, s.entity_type);
+        match counts.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((key, 1)),
+        }
+    }
+    counts
+        .iter()
+        .map(|(k, n)| format!("{n} × {k}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn headline(summaries: &[Summary]) -> String {
+    match summaries {
+        [one] => one.title.clone(),
+        many => format!("{} metadata changes: {}", many.len(), tally(many)),
+    }
+}
+
+fn bytes(value: &Value) -> Vec<u8> {
+    serde_json::to_vec(value).expect("JSON serializes")
+}
+
+/// Slack's mrkdwn needs `&`, `<` and `>` escaped.
+fn slack_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+pub mod limits {
+    pub const SLACK_BLOCKS: usize = 50;
+    pub const SLACK_TEXT: usize = 3000;
+    pub const SLACK_HEADER: usize = 150;
+    pub const SLACK_FIELDS: usize = 10;
+    pub const SLACK_FIELD_TEXT: usize = 2000;
+    pub const TEAMS_BYTES: usize = 28 * 1024;
+    pub const CHAT_BYTES: usize = 32_000;
+    pub const CHAT_TEXT: usize = 4096;
+}
+
+/// Slack: Block Kit.
+pub struct Slack;
+
+impl Slack {
+    fn event_blocks(s: &Summary, webhook: &str) -> Vec<Value> {
+        let field = |label: &str, value: &str| json!({"type": "mrkdwn", "text": truncate(&format!("*{label}*\n{}", slack_escape(value)), limits::SLACK_FIELD_TEXT)});
+        let mut blocks = vec![
+            json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&s.title, limits::SLACK_HEADER), "emoji": false}}),
+            json!({"type": "section", "fields": [
+                field("Event", &s.event_type), field("Entity type", &s.entity_type),
+                field("Changed by", &s.user), field("When", &s.when),
+            ]}),
+            json!({"type": "section", "text": {"type": "mrkdwn",
+                "text": truncate(&format!("*FQN*\n`{}`", slack_escape(&s.fqn)), limits::SLACK_TEXT)}}),
+        ];
+        if !s.changes.is_empty() {
+            let lines = s.change_lines(|f| format!("*{f}*"), slack_escape, "• ");
+            blocks.push(json!({"type": "section", "text": {"type": "mrkdwn",
+                "text": truncate(&format!("*What changed*\n{lines}"), limits::SLACK_TEXT)}}));
+        }
+        blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn",
+            "text": truncate(&slack_escape(&format!("outhook · {webhook} · event {}", s.event_id)), limits::SLACK_TEXT)}]}));
+        blocks.push(json!({"type": "divider"}));
+        blocks
+    }
+}
+
+impl Formatter for Slack {
+    fn render(&self, webhook: &WebhookSpec, events: &[Arc<LogEvent>]) -> Result<Vec<u8>, String> {
+        let summaries: Vec<Summary> = events.iter().map(|e| Summary::of(e)).collect();
+        let mut blocks: Vec<Value> = Vec::new();
+        let mut shown = 0;
+        for s in &summaries {
+            let more = Self::event_blocks(s, webhook.name.as_str());
+            // Keep one block for the summary of what does not fit.
+            let room = if shown + 1 < summaries.len() {
+                limits::SLACK_BLOCKS - 1
+            } else {
+                limits::SLACK_BLOCKS
+            };
+            if blocks.len() + more.len() > room {
+                break;
+            }
+            blocks.extend(more);
+            shown += 1;
+        }
+        if shown < summaries.len() {
+            let rest = &summaries[shown..];
+            blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(
+                &slack_escape(&format!("…and {} more events in this delivery: {}", rest.len(), tally(rest))),
+                limits::SLACK_TEXT)}}));
+        }
+        if blocks.last().is_some_and(|b| b["type"] == "divider") {
+            blocks.pop();
+        }
+        Ok(bytes(
+            &json!({"text": truncate(&headline(&summaries), limits::SLACK_TEXT), "blocks": blocks}),
+        ))
+    }
+}
+
+/// Microsoft Teams: an Adaptive Card in a `message` (Teams Workflows webhooks take it).
+pub struct Teams;
+
+impl Teams {
+    fn event_elements(s: &Summary, first: bool) -> Vec<Value> {
+        let mut out = vec![
+            json!({"type": "TextBlock", "text": s.title, "weight": "Bolder", "size": "Medium", "wrap": true, "separator": !first}),
+            json!({"type": "FactSet", "facts": [
+                {"title": "Event", "value": s.event_type},
+                {"title": "Entity type", "value": s.entity_type},
+                {"title": "FQN", "value": s.fqn},
+                {"title": "Changed by", "value": s.user},
+                {"title": "When", "value": s.when},
+            ]}),
+        ];
+        if !s.changes.is_empty() {
+            out.push(json!({"type": "TextBlock", "wrap": true,
+                "text": s.change_lines(|f| format!("**{f}**"), str::to_owned, "- ")}));
+        }
+        out
+    }
+
+    fn message(body: Vec<Value>) -> Value {
+        json!({"type": "message", "attachments": [{
+            "contentType": "application/vnd.microsoft.card.adaptive",
+            "contentUrl": null,
+            "content": {
+                "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                "type": "AdaptiveCard",
+                "version": "1.4",
+                "msteams": {"width": "Full"},
+                "body": body,
+            }
+        }]})
+    }
+}
+
+impl Formatter for Teams {
+    fn render(&self, _webhook: &WebhookSpec, events: &[Arc<LogEvent>]) -> Result<Vec<u8>, String> {
+        let summaries: Vec<Summary> = events.iter().map(|e| Summary::of(e)).collect();
+        // Room kept for the closing summary line.
+        let budget = limits::TEAMS_BYTES - 600;
+        let mut body: Vec<Value> = Vec::new();
+        let mut size = bytes(&Self::message(Vec::new())).len();
+        let mut shown = 0;
+        for (i, s) in summaries.iter().enumerate() {
+            let elements = Self::event_elements(s, i == 0);
+            let add: usize = elements.iter().map(|e| bytes(e).len() + 1).sum();
+            if size + add > budget {
+                break;
+            }
+            size += add;
+            body.extend(elements);
+            shown += 1;
+        }
+        if shown < summaries.len() {
+            let rest = &summaries[shown..];
+            body.push(json!({"type": "TextBlock", "wrap": true, "isSubtle": true, "separator": true,
+                "text": truncate(&format!("…and {} more events in this delivery: {}", rest.len(), tally(rest)), 400)}));
+        }
+        Ok(bytes(&Self::message(body)))
+    }
+}
+
+/// Google Chat: a card message (`cardsV2`).
+pub struct GoogleChat;
+
+/// Google Chat's card text takes a little HTML: escape the rest.
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+impl GoogleChat {
+    fn section(s: &Summary) -> Value {
+        let decorated = |label: &str, text: &str| json!({"decoratedText": {"topLabel": label, "text": html_escape(text), "wrapText": true}});
+        let mut widgets = vec![
+            decorated("Event", &format!("{} · {}", s.event_type, s.entity_type)),
+            decorated("FQN", &s.fqn),
+            decorated("Changed by", &s.user),
+            decorated("When", &s.when),
+        ];
+        if !s.changes.is_empty() {
+            widgets.push(json!({"textParagraph": {"text": s.change_lines(|f| format!("<b>{f}</b>"), html_escape, "• ")}}));
+        }
+        json!({"header": html_escape(&s.title), "collapsible": false, "widgets": widgets})
+    }
+}
+
+impl Formatter for GoogleChat {
+    fn render(&self, webhook: &WebhookSpec, events: &[Arc<LogEvent>]) -> Result<Vec<u8>, String> {
+        let summaries: Vec<Summary> = events.iter().map(|e| Summary::of(e)).collect();
+        let text = truncate(&headline(&summaries), limits::CHAT_TEXT);
+        let message = |sections: Vec<Value>| {
+            json!({"text": text, "cardsV2": [{"cardId": "outhook", "card": {
+                "header": {"title": "Metadata changes", "subtitle": html_escape(webhook.name.as_str())},
+                "sections": sections,
+            }}]})
+        };
+        let budget = limits::CHAT_BYTES - 600;
+        let mut size = bytes(&message(Vec::new())).len();
+        let mut sections = Vec::new();
+        for s in &summaries {
+            let section = Self::section(s);
+            let add = bytes(&section).len() + 1;
+            if size + add > budget {
+                break;
+            }
+            size += add;
+            sections.push(section);
+        }
+        if sections.len() < summaries.len() {
+            let rest = &summaries[sections.len()..];
+            sections.push(json!({"widgets": [{"textParagraph": {"text": html_escape(&truncate(
+                &format!("…and {} more events in this delivery: {}", rest.len(), tally(rest)), 400))}}]}));
+        }
+        Ok(bytes(&message(sections)))
+    }
+}
+
+/// A test message for a webhook: one synthetic event about the webhook itself.
+pub fn test_event(webhook_id: uuid::Uuid, name: &str, by: &str, now: i64) -> LogEvent {
+    let event_id = uuid::Uuid::new_v4();
+    let mut entity = Map::new();
+    entity.insert("id".into(), json!(webhook_id));
+    entity.insert("type".into(), json!("webhook"));
+    entity.insert("name".into(), json!(name));
+    entity.insert("fullyQualifiedName".into(), json!(name));
+    entity.insert(
+        "description".into(),
+        json!("A test message from outhook: if you can read this, delivery works."),
+    );
+    let body = json!({
+        "eventId": event_id,
+        "eventType": "entityUpdated",
+        "timestamp": now,
+        "entityType": "webhook",
+        "entityId": webhook_id,
+        "entityFullyQualifiedName": name,
+        "userName": by,
+        "entity": entity,
+        "changeDescription": {"fieldsAdded": [], "fieldsUpdated": [
+            {"name": "description", "oldValue": "", "newValue": "Testing delivery"}
+        ], "fieldsDeleted": []}
+    });
+    LogEvent::new(0, event_id, body.to_string())
 }
 
 #[cfg(test)]
@@ -105,5 +702,39 @@ mod tests {
         let v: Value = serde_json::from_slice(&two).unwrap();
         assert_eq!(v.as_array().unwrap().len(), 2);
         assert_eq!(v[1], json!({"webhookName": "hook \"one\""}));
+    }
+
+    #[test]
+    fn times_and_words() {
+        assert_eq!(utc(1705320000000), "2024-01-15 12:00:00 UTC");
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(words("testCase"), "Test case");
+        assert_eq!(words("table"), "Table");
+        assert_eq!(truncate("abcdef", 4), "abc…");
+    }
+
+    #[test]
+    fn get_flattens_and_bounds() {
+        let e = event(
+            1,
+            r#"{"eventType":"entityCreated","entity":{"name":"a b","tags":[{"tagFQN":"PII"}],"n":null},"x":1}"#,
+        );
+        let q = query_string(&spec(1), &[e]).unwrap();
+        assert_eq!(
+            q,
+            "entity_name=a+b&entity_tags_0_tagFQN=PII&eventType=entityCreated&webhookName=hook+%22one%22&x=1"
+        );
+        let long = format!(
+            r#"{{"a":"{}","b":"{}"}}"#,
+            "x".repeat(5000),
+            "y".repeat(5000)
+        );
+        let q = query_string(&spec(1), &[event(2, &long)]).unwrap();
+        assert!(
+            q.len() <= MAX_QUERY_BYTES && q.ends_with("_truncated=true"),
+            "{}",
+            q.len()
+        );
     }
 }

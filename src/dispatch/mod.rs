@@ -132,41 +132,31 @@ impl Dispatcher {
         }
     }
 
-    /// Sends one message through the real path (format, sign, address policy, POST)
+    /// Sends one message through the real path (format, sign, address policy, method)
     /// without touching the webhook's position or status.
     pub async fn send_test(&self, webhook: &Webhook, event: LogEvent) -> (Sent, i64) {
         let events = [Arc::new(event)];
-        let spec = &webhook.spec;
-        let body = match format::formatter_for(spec.webhook_type).render(spec, &events) {
-            Ok(body) => body,
+        let now = self.ctx.clock.now_ms();
+        match worker::build_request(webhook, &events, Uuid::new_v4(), 1, now) {
+            Ok(request) => {
+                let size = request.body.len() as i64;
+                (self.ctx.sender.send(request).await, size)
+            }
             Err(reason) => {
                 let result = crate::domain::delivery::AttemptResult::error(
                     crate::domain::delivery::ErrorKind::Render,
                     reason,
                 );
-                return (
+                (
                     Sent {
                         result,
                         duration_ms: 0,
                         response_excerpt: None,
                     },
                     0,
-                );
+                )
             }
-        };
-        let headers = worker::delivery_headers(webhook, &body, Uuid::new_v4(), 1);
-        let size = body.len() as i64;
-        let sent = self
-            .ctx
-            .sender
-            .send(sender::OutboundRequest {
-                url: spec.webhook_config.endpoint.url(),
-                body,
-                headers,
-                timeout: Duration::from_secs(u64::from(spec.webhook_config.timeout.get())),
-            })
-            .await;
-        (sent, size)
+        }
     }
 
     pub fn metrics_text(&self) -> String {

@@ -111,8 +111,9 @@ impl Resolve for PolicyResolver {
 }
 
 /// One request to send.
-pub struct OutboundRequest<'a> {
-    pub url: &'a url::Url,
+pub struct OutboundRequest {
+    pub method: reqwest::Method,
+    pub url: url::Url,
     pub body: Vec<u8>,
     pub headers: HeaderMap,
     pub timeout: Duration,
@@ -153,7 +154,7 @@ impl Sender {
     }
 
     /// Sends one request and classifies the outcome; never panics, never retries.
-    pub async fn send(&self, request: OutboundRequest<'_>) -> Sent {
+    pub async fn send(&self, request: OutboundRequest) -> Sent {
         let started = Instant::now();
         let elapsed = |started: Instant| started.elapsed().as_millis() as i64;
         // A literal IP never goes through the resolver: check it here.
@@ -176,7 +177,7 @@ impl Sender {
         let call = async {
             let response = self
                 .client
-                .post(request.url.clone())
+                .request(request.method, request.url.clone())
                 .headers(request.headers)
                 .body(request.body)
                 .send()

@@ -13,15 +13,15 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::Context;
-use super::format::formatter_for;
+use super::format::{self, formatter_for};
 use super::router::LogEvent;
 use super::sender::{OutboundRequest, Sent, header_map};
-use super::sign::{SIGNATURE_HEADER, openmetadata_signature};
+use super::sign;
 use crate::domain::delivery::{
-    AttemptRecord, AttemptResult, DispatchState, PendingBatch, after_attempt,
+    AttemptRecord, AttemptResult, DispatchState, ErrorKind, PendingBatch, after_attempt,
 };
 use crate::domain::filter::webhook_matches;
-use crate::domain::webhook::{Webhook, WebhookStatus};
+use crate::domain::webhook::{HttpMethod, Webhook, WebhookStatus};
 
 /// Log rows read per catch-up query.
 const CATCH_UP_PAGE: u32 = 1000;
@@ -386,12 +386,17 @@ impl Worker {
                 0,
             );
         }
-        let spec = &self.webhook.spec;
-        let body = match formatter_for(spec.webhook_type).render(spec, events) {
-            Ok(body) => body,
+        let now = self.ctx.clock.now_ms();
+        let request = match build_request(
+            &self.webhook,
+            events,
+            batch.delivery_id,
+            batch.attempts + 1,
+            now,
+        ) {
+            Ok(request) => request,
             Err(reason) => {
-                let result =
-                    AttemptResult::error(crate::domain::delivery::ErrorKind::Render, reason);
+                let result = AttemptResult::error(ErrorKind::Render, reason);
                 return (
                     Sent {
                         result,
@@ -402,20 +407,9 @@ impl Worker {
                 );
             }
         };
-        let headers = delivery_headers(&self.webhook, &body, batch.delivery_id, batch.attempts + 1);
-        let size = body.len() as i64;
+        let size = request.body.len() as i64;
         let _permit = self.ctx.in_flight.acquire().await;
-        let sent = self
-            .ctx
-            .sender
-            .send(OutboundRequest {
-                url: spec.webhook_config.endpoint.url(),
-                body,
-                headers,
-                timeout: Duration::from_secs(u64::from(spec.webhook_config.timeout.get())),
-            })
-            .await;
-        (sent, size)
+        (self.ctx.sender.send(request).await, size)
     }
 }
 
@@ -426,28 +420,70 @@ fn start_position(state: &DispatchState) -> i64 {
         .max(state.batch.as_ref().map_or(0, PendingBatch::last_seq))
 }
 
-/// The headers of a delivery: the webhook's own, then what outhook sets (which they cannot
-/// override: checked when the webhook is written).
-pub fn delivery_headers(
+/// The request of one attempt: formatted for the destination, with the webhook's headers
+/// (rendered, for Custom), outhook's, and the signature of exactly the bytes sent. An error
+/// means the batch cannot be rendered (a failure retrying cannot fix).
+pub fn build_request(
     webhook: &Webhook,
-    body: &[u8],
+    events: &[Arc<LogEvent>],
     delivery_id: Uuid,
     attempt: u32,
-) -> reqwest::header::HeaderMap {
-    let config = &webhook.spec.webhook_config;
-    let mut headers = header_map(config.headers.0.iter().map(|(k, v)| (k.clone(), v.clone())));
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    now: i64,
+) -> Result<OutboundRequest, String> {
+    let spec = &webhook.spec;
+    let config = &spec.webhook_config;
+    let mut url = config.endpoint.url().clone();
+    let (method, body, signed) = match config.http_method {
+        HttpMethod::Get => {
+            let query = format::query_string(spec, events)?;
+            let full = match url.query() {
+                Some(existing) if !existing.is_empty() => format!("{existing}&{query}"),
+                _ => query,
+            };
+            url.set_query(Some(&full));
+            (reqwest::Method::GET, Vec::new(), full.into_bytes())
+        }
+        method => {
+            let body = formatter_for(spec.webhook_type).render(spec, events)?;
+            let method = if method == HttpMethod::Put {
+                reqwest::Method::PUT
+            } else {
+                reqwest::Method::POST
+            };
+            let signed = body.clone();
+            (method, body, signed)
+        }
+    };
+    let mut headers = header_map(format::render_headers(spec, events)?);
+    if method != reqwest::Method::GET {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
     headers.insert(
         DELIVERY_ID_HEADER,
         HeaderValue::from_str(&delivery_id.to_string()).expect("a UUID is a header value"),
     );
     headers.insert(ATTEMPT_HEADER, HeaderValue::from(attempt));
     if let Some(secret) = &config.secret_key {
-        let signature = openmetadata_signature(secret.expose(), body);
-        headers.insert(
-            SIGNATURE_HEADER,
-            HeaderValue::from_str(&signature).expect("hex is a header value"),
-        );
+        let previous = webhook.signing_previous(now).map(|s| s.expose());
+        let message_id = delivery_id.to_string();
+        for (name, value) in sign::signature_headers(
+            config.signature_scheme,
+            secret.expose(),
+            previous,
+            &message_id,
+            now / 1000,
+            &signed,
+        ) {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(name, value);
+            }
+        }
     }
-    headers
+    Ok(OutboundRequest {
+        method,
+        url,
+        body,
+        headers,
+        timeout: Duration::from_secs(u64::from(config.timeout.get())),
+    })
 }

@@ -8,6 +8,7 @@ pub mod delivery;
 pub mod event;
 pub mod filter;
 pub mod reference;
+pub mod template;
 pub mod text;
 pub mod token;
 pub mod webhook;

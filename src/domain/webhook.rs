@@ -34,6 +34,21 @@ str_enum! {
 }
 
 str_enum! {
+    /// How deliveries are sent. GET flattens the event into query parameters.
+    pub enum HttpMethod { Post => "POST", Put => "PUT", Get => "GET" }
+}
+
+str_enum! {
+    /// How requests are signed: `openmetadata` is `X-OpenMetadata-Signature: sha256=<hex>`,
+    /// `openmetadata-base64` is `X-OM-Signature: sha256=<base64>` (what OpenMetadata servers
+    /// send), `standard-webhooks` is the Standard Webhooks scheme (`whsec_` secrets).
+    pub enum SignatureScheme {
+        OpenMetadata => "openmetadata", OpenMetadataBase64 => "openmetadata-base64",
+        StandardWebhooks => "standard-webhooks",
+    }
+}
+
+str_enum! {
     /// The lifecycle events a filter can select. `entityRestored` extends the seed's enum,
     /// since the SPEC lists it among the events.
     pub enum EventType {
@@ -340,6 +355,33 @@ fn empty_secret_is_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret
     }
 }
 
+/// A Custom webhook's body template (minijinja), checked when written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PayloadTemplate(String);
+
+impl PayloadTemplate {
+    pub fn source(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for PayloadTemplate {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        super::template::check(&value)?;
+        Ok(Self(value))
+    }
+}
+
+impl From<PayloadTemplate> for String {
+    fn from(value: PayloadTemplate) -> String {
+        value.0
+    }
+}
+
+string_schema!(PayloadTemplate, None);
+
 /// Custom request headers: at most 32, 8 KiB in all, names are HTTP tokens, values have no
 /// CR, LF or other control characters. Headers outhook sets itself cannot be overridden.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -365,6 +407,8 @@ impl Headers {
         "webhook-signature",
         "x-outhook-delivery-id",
         "x-outhook-attempt",
+        "x-openmetadata-signature-previous",
+        "x-om-signature-previous",
     ];
 
     pub fn is_empty(&self) -> bool {
@@ -506,6 +550,22 @@ pub struct WebhookConfig {
     pub headers: Headers,
     #[serde(default)]
     pub timeout: TimeoutSecs,
+    /// POST (default), PUT, or GET (the event as query parameters; batchSize 1).
+    #[serde(default = "default_method")]
+    pub http_method: HttpMethod,
+    #[serde(default = "default_scheme")]
+    pub signature_scheme: SignatureScheme,
+    /// For webhookType Custom: the body, rendered from the event (see the README).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_template: Option<PayloadTemplate>,
+}
+
+fn default_method() -> HttpMethod {
+    HttpMethod::Post
+}
+
+fn default_scheme() -> SignatureScheme {
+    SignatureScheme::OpenMetadata
 }
 
 /// Everything about a webhook that its users write. Server-owned fields live on [`Webhook`].
@@ -537,6 +597,53 @@ fn enabled_by_default() -> bool {
 }
 
 impl WebhookSpec {
+    /// Rules across fields; the error names the field. Called after parsing.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let config = &self.webhook_config;
+        if config.payload_template.is_some() && self.webhook_type != WebhookType::Custom {
+            return Err((
+                "webhookConfig.payloadTemplate",
+                "is only for webhookType Custom".into(),
+            ));
+        }
+        if config.http_method == HttpMethod::Get {
+            if self.batch_size.get() != 1 {
+                return Err((
+                    "webhookConfig.httpMethod",
+                    "GET sends one event per request: set batchSize to 1".into(),
+                ));
+            }
+            if config.payload_template.is_some() {
+                return Err((
+                    "webhookConfig.httpMethod",
+                    "GET has no body for a payloadTemplate".into(),
+                ));
+            }
+            if self.webhook_type != WebhookType::Generic && self.webhook_type != WebhookType::Custom
+            {
+                return Err((
+                    "webhookConfig.httpMethod",
+                    "chat destinations take POST".into(),
+                ));
+            }
+        }
+        if config.signature_scheme == SignatureScheme::StandardWebhooks {
+            if let Some(secret) = config.secret_key.as_ref().filter(|s| !s.is_mask()) {
+                crate::dispatch::sign::standard_webhooks_key(secret.expose())
+                    .map_err(|e| ("webhookConfig.secretKey", e))?;
+            }
+        }
+        if self.webhook_type == WebhookType::Custom {
+            for (name, value) in &config.headers.0 {
+                if super::template::is_template(value) {
+                    super::template::check(value)
+                        .map_err(|e| ("webhookConfig.headers", format!("header '{name}': {e}")))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Fields of the resource that only the server sets. A create or update body may carry
     /// them (a client sending back what it read); they are ignored there.
     pub const SERVER_OWNED: &'static [&'static str] = &[
@@ -567,6 +674,16 @@ pub struct FailureDetails {
     pub next_attempt: Option<Millis>,
 }
 
+/// How long a rotated-out secret keeps signing by default.
+pub const SECRET_GRACE_MS: Millis = 24 * 3600 * 1000;
+
+/// A rotated-out secret and when it stops signing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreviousSecret {
+    pub key: SecretKey,
+    pub until: Millis,
+}
+
 /// A stored webhook: the user's spec plus what the server owns.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Webhook {
@@ -579,9 +696,45 @@ pub struct Webhook {
     pub updated_by: String,
     pub change_description: Option<ChangeDescription>,
     pub deleted: bool,
+    /// Set when the secret changes: receivers may still hold the old one for a while.
+    pub previous_secret: Option<PreviousSecret>,
 }
 
 impl Webhook {
+    /// The rotated-out secret, while it still signs at `now`.
+    pub fn signing_previous(&self, now: Millis) -> Option<&SecretKey> {
+        self.previous_secret
+            .as_ref()
+            .filter(|p| now < p.until)
+            .map(|p| &p.key)
+    }
+
+    /// The next version with a new secret; the current one keeps signing for `grace_ms`.
+    pub fn with_rotated_secret(
+        &self,
+        secret: SecretKey,
+        grace_ms: Millis,
+        by: &str,
+        now: Millis,
+    ) -> Self {
+        let mut spec = self.spec.clone();
+        spec.webhook_config.secret_key = Some(secret);
+        let mut next = self
+            .updated(spec, Resume::No, by, now)
+            .unwrap_or_else(|| self.clone());
+        next.previous_secret = self
+            .spec
+            .webhook_config
+            .secret_key
+            .clone()
+            .filter(|_| grace_ms > 0)
+            .map(|key| PreviousSecret {
+                key,
+                until: now + grace_ms,
+            });
+        next
+    }
+
     /// The status the API shows: `disabled` when not enabled, else the delivery status.
     pub fn shown_status(&self) -> WebhookStatus {
         if self.spec.enabled {
@@ -647,6 +800,7 @@ impl Webhook {
             updated_by: by.to_owned(),
             change_description: None,
             deleted: false,
+            previous_secret: None,
         }
     }
 
@@ -705,10 +859,22 @@ impl Webhook {
         if change.is_empty() {
             return None;
         }
+        let previous_secret = match (
+            &self.spec.webhook_config.secret_key,
+            &spec.webhook_config.secret_key,
+        ) {
+            (Some(old), Some(new)) if old != new => Some(PreviousSecret {
+                key: old.clone(),
+                until: now + SECRET_GRACE_MS,
+            }),
+            (_, None) => None,
+            _ => self.previous_secret.clone(),
+        };
         Some(Self {
             spec,
             status,
             failure_details,
+            previous_secret,
             version: self.version.next(),
             updated_at: now,
             updated_by: by.to_owned(),

@@ -31,6 +31,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "event_log_and_delivery",
         sql: include_str!("../../migrations/postgres/0002_event_log_and_delivery.sql"),
     },
+    Migration {
+        version: 3,
+        name: "previous_secret",
+        sql: include_str!("../../migrations/postgres/0003_previous_secret.sql"),
+    },
 ];
 
 pub const SQLITE: &[Migration] = &[
@@ -43,6 +48,11 @@ pub const SQLITE: &[Migration] = &[
         version: 2,
         name: "event_log_and_delivery",
         sql: include_str!("../../migrations/sqlite/0002_event_log_and_delivery.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "previous_secret",
+        sql: include_str!("../../migrations/sqlite/0003_previous_secret.sql"),
     },
 ];
 

@@ -25,7 +25,7 @@ pub struct PgStore {
 }
 
 const WEBHOOK_COLUMNS: &str = "id, name, webhook_type, status, enabled, deleted, version, updated_at, \
-     updated_by, spec, secret_key, change_description, failure_details";
+     updated_by, spec, secret_key, change_description, failure_details, previous_secret, previous_secret_until";
 
 impl PgStore {
     /// Connects and runs pending migrations.
@@ -59,6 +59,8 @@ fn webhook_from_row(r: &PgRow) -> Result<Webhook, StoreError> {
         secret_key: r.try_get("secret_key")?,
         change_description: r.try_get("change_description")?,
         failure_details: r.try_get("failure_details")?,
+        previous_secret: r.try_get("previous_secret")?,
+        previous_secret_until: r.try_get("previous_secret_until")?,
     }
     .into_webhook()
 }
@@ -91,8 +93,9 @@ impl Store for PgStore {
         let w = WebhookRow::from_webhook(webhook);
         sqlx::query(
             "INSERT INTO webhooks (id, name, webhook_type, status, enabled, deleted, version, updated_at, \
-             updated_by, spec, secret_key, change_description, failure_details, cursor_seq) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
+             updated_by, spec, secret_key, change_description, failure_details, previous_secret, \
+             previous_secret_until, cursor_seq) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
              (SELECT last_seq FROM event_log_head WHERE id = 1))",
         )
         .bind(w.id)
@@ -108,6 +111,8 @@ impl Store for PgStore {
         .bind(&w.secret_key)
         .bind(&w.change_description)
         .bind(&w.failure_details)
+        .bind(&w.previous_secret)
+        .bind(w.previous_secret_until)
         .execute(&self.pool)
         .await
         .map_err(|e| unique_as_conflict(e, "webhook name"))?;
@@ -124,7 +129,7 @@ impl Store for PgStore {
         let done = sqlx::query(
             "UPDATE webhooks SET name = $2, webhook_type = $3, enabled = $5, deleted = $6, \
              version = $7, updated_at = $8, updated_by = $9, spec = $10, secret_key = $11, \
-             change_description = $12, \
+             change_description = $12, previous_secret = $16, previous_secret_until = $17, \
              status = CASE WHEN $15 THEN $4 ELSE status END, \
              failure_details = CASE WHEN $15 THEN $13 ELSE failure_details END, \
              next_attempt_at = CASE WHEN $15 THEN NULL ELSE next_attempt_at END, \
@@ -146,6 +151,8 @@ impl Store for PgStore {
         .bind(&w.failure_details)
         .bind(expected.tenths() as i32)
         .bind(resume)
+        .bind(&w.previous_secret)
+        .bind(w.previous_secret_until)
         .execute(&self.pool)
         .await
         .map_err(|e| unique_as_conflict(e, "webhook name"))?;

@@ -8,7 +8,7 @@ use crate::clock::Millis;
 use crate::domain::change::Version;
 use crate::domain::delivery::{AttemptRecord, DispatchState, PendingBatch};
 use crate::domain::token::{Token, TokenName};
-use crate::domain::webhook::{SecretKey, Webhook, WebhookSpec};
+use crate::domain::webhook::{PreviousSecret, SecretKey, Webhook, WebhookSpec};
 
 /// A webhook as columns. `spec` is the JSON of the user-written fields without the secret,
 /// which has a column of its own so that the document can never leak it.
@@ -27,6 +27,8 @@ pub struct WebhookRow {
     pub secret_key: Option<String>,
     pub change_description: Option<String>,
     pub failure_details: Option<String>,
+    pub previous_secret: Option<String>,
+    pub previous_secret_until: Option<Millis>,
 }
 
 impl WebhookRow {
@@ -51,6 +53,11 @@ impl WebhookRow {
             secret_key,
             change_description: w.change_description.as_ref().map(to_json),
             failure_details: w.failure_details.as_ref().map(to_json),
+            previous_secret: w
+                .previous_secret
+                .as_ref()
+                .map(|p| p.key.expose().to_owned()),
+            previous_secret_until: w.previous_secret.as_ref().map(|p| p.until),
         }
     }
 
@@ -75,6 +82,13 @@ impl WebhookRow {
             change_description: from_json_opt(self.change_description.as_deref())
                 .map_err(|e| corrupt("changeDescription", e))?,
             deleted: self.deleted,
+            previous_secret: match (self.previous_secret, self.previous_secret_until) {
+                (Some(key), Some(until)) => Some(PreviousSecret {
+                    key: SecretKey::try_from(key).map_err(|e| corrupt("previous secret", e))?,
+                    until,
+                }),
+                _ => None,
+            },
         })
     }
 }

@@ -32,7 +32,7 @@ pub struct SqliteStore {
 }
 
 const WEBHOOK_COLUMNS: &str = "id, name, webhook_type, status, enabled, deleted, version, updated_at, \
-     updated_by, spec, secret_key, change_description, failure_details";
+     updated_by, spec, secret_key, change_description, failure_details, previous_secret, previous_secret_until";
 
 impl SqliteStore {
     /// Connects and runs pending migrations.
@@ -72,6 +72,8 @@ fn webhook_from_row(r: &SqliteRow) -> Result<Webhook, StoreError> {
         secret_key: r.try_get("secret_key")?,
         change_description: r.try_get("change_description")?,
         failure_details: r.try_get("failure_details")?,
+        previous_secret: r.try_get("previous_secret")?,
+        previous_secret_until: r.try_get("previous_secret_until")?,
     }
     .into_webhook()
 }
@@ -110,8 +112,9 @@ impl Store for SqliteStore {
         let w = WebhookRow::from_webhook(webhook);
         sqlx::query(
             "INSERT INTO webhooks (id, name, webhook_type, status, enabled, deleted, version, updated_at, \
-             updated_by, spec, secret_key, change_description, failure_details, cursor_seq) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
+             updated_by, spec, secret_key, change_description, failure_details, previous_secret, \
+             previous_secret_until, cursor_seq) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
              (SELECT last_seq FROM event_log_head WHERE id = 1))",
         )
         .bind(w.id.to_string())
@@ -127,6 +130,8 @@ impl Store for SqliteStore {
         .bind(&w.secret_key)
         .bind(&w.change_description)
         .bind(&w.failure_details)
+        .bind(&w.previous_secret)
+        .bind(w.previous_secret_until)
         .execute(&self.pool)
         .await
         .map_err(|e| unique_as_conflict(e, "webhook name"))?;
@@ -143,7 +148,7 @@ impl Store for SqliteStore {
         let done = sqlx::query(
             "UPDATE webhooks SET name = $2, webhook_type = $3, enabled = $5, deleted = $6, \
              version = $7, updated_at = $8, updated_by = $9, spec = $10, secret_key = $11, \
-             change_description = $12, \
+             change_description = $12, previous_secret = $16, previous_secret_until = $17, \
              status = CASE WHEN $15 THEN $4 ELSE status END, \
              failure_details = CASE WHEN $15 THEN $13 ELSE failure_details END, \
              next_attempt_at = CASE WHEN $15 THEN NULL ELSE next_attempt_at END, \
@@ -165,6 +170,8 @@ impl Store for SqliteStore {
         .bind(&w.failure_details)
         .bind(expected.tenths() as i32)
         .bind(resume)
+        .bind(&w.previous_secret)
+        .bind(w.previous_secret_until)
         .execute(&self.pool)
         .await
         .map_err(|e| unique_as_conflict(e, "webhook name"))?;

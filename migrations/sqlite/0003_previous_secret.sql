@@ -1,0 +1,3 @@
+-- Secret rotation: the rotated-out secret still signs until its grace period ends.
+ALTER TABLE webhooks ADD COLUMN previous_secret TEXT;
+ALTER TABLE webhooks ADD COLUMN previous_secret_until INTEGER;

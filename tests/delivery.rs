@@ -197,6 +197,17 @@ async fn events_arrive_signed_in_order_filtered_and_batched(backend: Backend) {
     app.stop().await;
 }
 
+/// Waits until the app's dispatcher runs the worker of webhook `id`.
+async fn delivering(app: &TestApp, id: &str) {
+    let dispatcher = &app.running.as_ref().unwrap().dispatcher;
+    let id = uuid::Uuid::parse_str(id).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while !dispatcher.is_delivering(id) {
+        assert!(std::time::Instant::now() < deadline, "no worker for {id}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Waits until the app's dispatcher has routed everything in the log.
 async fn routed(app: &TestApp) {
     let running = app.running.as_ref().unwrap();
@@ -509,8 +520,11 @@ async fn new_filters_apply_at_once(backend: Backend) {
         ))
         .await;
     let id = created["id"].as_str().unwrap();
+    // The worker runs (routing reaches it), and the endpoint is slow: the change below
+    // lands while the worker is still sending.
+    delivering(&app, id).await;
+    rx.delay("/c", Duration::from_millis(300));
     app.publish(event("entityCreated", "table", "a")).await;
-    rx.wait_for("/c", 1, WAIT).await;
     app.publish(event("entityCreated", "dashboard", "skipped"))
         .await;
     routed(&app).await; // judged by the filters in force when it was routed: not delivered
@@ -529,6 +543,11 @@ async fn new_filters_apply_at_once(backend: Backend) {
     let got = rx.wait_for("/c", 2, WAIT).await;
     rx.assert_stays_at("/c", 2, Duration::from_millis(300))
         .await;
+    let names: Vec<String> = got
+        .iter()
+        .map(|r| r.json()["entity"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["a", "yes"]);
     assert_eq!(ids(&got)[1], after[1]);
     // A webhook created while events flow gets what comes after it, not what came before.
     let newer = app

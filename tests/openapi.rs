@@ -23,6 +23,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/webhooks/{id}/status"),
     ("post", "/api/v1/webhooks/{id}/test"),
     ("post", "/api/v1/webhooks/{id}/resume"),
+    ("post", "/api/v1/webhooks/{id}/rotate-secret"),
+    ("post", "/api/v1/webhooks/test"),
     ("get", "/metrics"),
     ("post", "/api/v1/tokens"),
     ("get", "/api/v1/tokens"),

@@ -375,7 +375,7 @@ async fn rotate_secret(
         .store
         .update_webhook(&next, current.version, false)
         .await?;
-    state.dispatcher.webhook_changed(next.id).await;
+    state.dispatcher.webhook_changed(&next).await;
     tracing::info!(webhook.id = %next.id, by = %caller.name, grace, "secret rotated");
     Ok(Json(RotatedSecret {
         previous_secret_valid_until: next.previous_secret.as_ref().map(|p| p.until),
@@ -423,7 +423,7 @@ async fn resume_webhook(
         .store
         .update_webhook(&next, current.version, current.resumes_delivery(&next))
         .await?;
-    state.dispatcher.webhook_changed(next.id).await;
+    state.dispatcher.webhook_changed(&next).await;
     tracing::info!(webhook.id = %next.id, by = %caller.name, "delivery resumed");
     Ok(Json(next.view(&base.0)))
 }

@@ -160,7 +160,7 @@ async fn create_webhook(
     reject_mask_on_create(&spec)?;
     let webhook = Webhook::create(spec, &caller.name, state.clock.now_ms());
     state.store.insert_webhook(&webhook).await?;
-    state.dispatcher.webhook_changed(webhook.id).await;
+    state.dispatcher.webhook_changed(&webhook).await;
     tracing::info!(webhook.id = %webhook.id, webhook.name = %webhook.spec.name, by = %caller.name, "webhook created");
     Ok(created(&webhook, &base))
 }
@@ -189,7 +189,7 @@ async fn create_or_update_webhook(
         reject_mask_on_create(&spec)?;
         let webhook = Webhook::create(spec, &caller.name, now);
         state.store.insert_webhook(&webhook).await?;
-        state.dispatcher.webhook_changed(webhook.id).await;
+        state.dispatcher.webhook_changed(&webhook).await;
         return Ok(created(&webhook, &base));
     };
     if current.deleted {
@@ -204,7 +204,7 @@ async fn create_or_update_webhook(
                 .store
                 .update_webhook(&next, current.version, current.resumes_delivery(&next))
                 .await?;
-            state.dispatcher.webhook_changed(next.id).await;
+            state.dispatcher.webhook_changed(&next).await;
             next
         }
         None => current,
@@ -377,7 +377,7 @@ async fn patch_webhook(
         .store
         .update_webhook(&next, current.version, current.resumes_delivery(&next))
         .await?;
-    state.dispatcher.webhook_changed(next.id).await;
+    state.dispatcher.webhook_changed(&next).await;
     tracing::info!(webhook.id = %id, version = next.version.as_f64(), by = %caller.name, "webhook patched");
     Ok(Json(next.view(&base.0)))
 }
@@ -456,7 +456,7 @@ async fn delete_webhook(
         if !state.store.delete_webhook(id).await? {
             return Err(ApiError::NotFound(format!("webhook {id} not found")));
         }
-        state.dispatcher.webhook_changed(id).await;
+        state.dispatcher.webhook_deleted(id).await;
         Webhook {
             deleted: true,
             ..current
@@ -467,7 +467,7 @@ async fn delete_webhook(
             .store
             .update_webhook(&next, current.version, false)
             .await?;
-        state.dispatcher.webhook_changed(next.id).await;
+        state.dispatcher.webhook_changed(&next).await;
         next
     };
     tracing::info!(webhook.id = %id, hard, by = %caller.name, "webhook deleted");
@@ -507,6 +507,6 @@ async fn restore_webhook(
         .store
         .update_webhook(&next, current.version, false)
         .await?;
-    state.dispatcher.webhook_changed(next.id).await;
+    state.dispatcher.webhook_changed(&next).await;
     Ok(Json(next.view(&base.0)))
 }

@@ -122,11 +122,22 @@ impl Dispatcher {
         self.scanner_wake.notify_one();
     }
 
-    /// A webhook was created, changed or deleted here: its worker reloads it at once and
-    /// other instances are told.
-    pub async fn webhook_changed(&self, id: Uuid) {
+    /// A webhook was created or changed here: routing uses its filters at once, its worker
+    /// reloads it, and the other instances are told.
+    pub async fn webhook_changed(&self, webhook: &Webhook) {
+        apply_change(&self.ctx, webhook);
+        self.lease_wake.notify_one();
+        self.announce(webhook.id).await;
+    }
+
+    /// A webhook was deleted for good here.
+    pub async fn webhook_deleted(&self, id: Uuid) {
         self.ctx.router.request_reload(id);
         self.lease_wake.notify_one();
+        self.announce(id).await;
+    }
+
+    async fn announce(&self, id: Uuid) {
         if let Err(err) = self.ctx.store.announce_webhook_change(id).await {
             tracing::warn!(webhook.id = %id, error = %err, "could not tell other instances about a webhook change");
         }
@@ -161,6 +172,11 @@ impl Dispatcher {
 
     pub fn metrics_text(&self) -> String {
         self.ctx.metrics.render(&self.ctx.router.lags())
+    }
+
+    /// Whether this instance is delivering the webhook (its worker is running).
+    pub fn is_delivering(&self, id: Uuid) -> bool {
+        self.ctx.router.is_registered(id)
     }
 
     /// The highest log position routed so far by this instance.
@@ -276,7 +292,20 @@ async fn lease_cycle(
     Ok(())
 }
 
-/// Webhook changes announced by other instances reach the local worker and lease loop.
+/// The router takes a webhook's new filters at once (events routed from now on meet them);
+/// its worker reloads the rest.
+fn apply_change(ctx: &Context, webhook: &Webhook) {
+    if webhook.spec.enabled && !webhook.deleted {
+        ctx.router.reconfigure(
+            webhook.id,
+            webhook.spec.name.to_string(),
+            webhook.spec.event_filters.0.clone(),
+        );
+    }
+    ctx.router.request_reload(webhook.id);
+}
+
+/// Webhook changes announced by other instances reach the router, the worker and the lease loop.
 async fn relay_changes(
     ctx: Arc<Context>,
     lease_wake: Arc<Notify>,
@@ -287,7 +316,12 @@ async fn relay_changes(
         tokio::select! {
             id = changed.recv() => match id {
                 Some(id) => {
-                    ctx.router.request_reload(id);
+                    match ctx.store.webhook(id).await {
+                        Ok(Some(webhook)) => apply_change(&ctx, &webhook),
+                        _ => {
+                            ctx.router.request_reload(id);
+                        }
+                    }
                     lease_wake.notify_one();
                 }
                 None => return,

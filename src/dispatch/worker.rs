@@ -211,18 +211,13 @@ impl Worker {
         if spec.event_filters != self.webhook.spec.event_filters
             || spec.name != self.webhook.spec.name
         {
-            // Events routed before the change were judged by the old filters; those not yet
-            // taken into a batch are judged again by the new ones.
-            let (position, was_idle) = self.ctx.router.reconfigure(
+            // Events are judged by the filters in force when they are routed (or read in
+            // catch-up): the new ones apply from here on.
+            self.ctx.router.reconfigure(
                 self.id,
                 spec.name.to_string(),
                 spec.event_filters.0.clone(),
             );
-            if was_idle {
-                self.read_pos = self.read_pos.max(position);
-            }
-            self.scanned_to = self.read_pos;
-            self.backlog.clear();
         }
         self.webhook = Arc::new(webhook);
         self.state = state;

@@ -176,7 +176,7 @@ pub fn serve_args(db_url: &str, extra: &[&str]) -> ServeArgs {
         .command
     {
         Command::Serve(args) => args,
-        Command::Migrate(_) => unreachable!(),
+        _ => unreachable!("serve was asked for"),
     }
 }
 

@@ -1,0 +1,562 @@
+//! Destinations end to end: each webhook type as its platform expects it, GET and PUT,
+//! every signature scheme checked by independent code (the seed's snippet, the official
+//! `standardwebhooks` library, a base64 HMAC), secret rotation, templates, the test
+//! message for an unsaved configuration, and `outhook verify`.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::receiver::{Received, Receiver};
+use common::{Backend, DELIVERY_ARGS, TestApp, TestDb, call, event, webhook};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Runs Python on `items` (one JSON object per line); the script prints how many it checked.
+fn python(script: &str, items: &[Value]) -> Result<String, String> {
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut stdin = child.stdin.take().unwrap();
+    for item in items {
+        writeln!(stdin, "{item}").unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(format!("{text}\n{}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+fn line(r: &Received, header: &str) -> Value {
+    json!({
+        "body": std::str::from_utf8(&r.body).unwrap(),
+        "query": r.query.clone().unwrap_or_default(),
+        "signature": r.header(header).unwrap_or(""),
+        "previous": r.header(&format!("{header}-previous")).unwrap_or(""),
+        "id": r.header("webhook-id").unwrap_or(""),
+        "timestamp": r.header("webhook-timestamp").unwrap_or(""),
+    })
+}
+
+async fn created_id(app: &TestApp, body: Value) -> String {
+    app.create_webhook(body).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn each_type_arrives_as_its_platform_expects(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let rx = Receiver::start().await;
+    let all = json!([{"eventType": "entityUpdated"}]);
+    for (kind, path) in [
+        ("Slack", "/slack"),
+        ("MSTeams", "/teams"),
+        ("GoogleChat", "/chat"),
+    ] {
+        let mut body = webhook(kind, &rx.url(path), 3, all.clone());
+        body["webhookType"] = json!(kind);
+        app.create_webhook(body).await;
+    }
+    let mut custom = webhook("custom", &rx.url("/custom"), 1, all.clone());
+    custom["webhookType"] = json!("Custom");
+    custom["webhookConfig"]["payloadTemplate"] =
+        json!(r#"{"who": {{ event.userName | tojson }}, "what": "{{ event.entity.name }}"}"#);
+    custom["webhookConfig"]["headers"] =
+        json!({"X-Entity": "{{ event.entityType }}/{{ event.entity.name }}", "X-Static": "1"});
+    app.create_webhook(custom).await;
+    let mut e = event("entityUpdated", "table", "orders");
+    e["changeDescription"] = json!({"fieldsAdded": [], "fieldsDeleted": [], "fieldsUpdated": [{"name": "owner", "oldValue": "a", "newValue": "b"}]});
+    app.publish(json!([e, event("entityUpdated", "dashboard", "sales")]))
+        .await;
+
+    let slack = rx.wait_for("/slack", 1, WAIT).await[0].json();
+    assert!(
+        slack["blocks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["type"] == "header")
+    );
+    assert!(
+        slack["text"]
+            .as_str()
+            .unwrap()
+            .contains("2 metadata changes")
+    );
+    let teams = rx.wait_for("/teams", 1, WAIT).await[0].json();
+    assert_eq!(
+        teams["attachments"][0]["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
+    let chat = rx.wait_for("/chat", 1, WAIT).await[0].json();
+    assert_eq!(
+        chat["cardsV2"][0]["card"]["sections"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let custom = rx.wait_for("/custom", 2, WAIT).await;
+    assert_eq!(custom[0].json(), json!({"who": "tester", "what": "orders"}));
+    assert_eq!(custom[0].header("x-entity"), Some("table/orders"));
+    assert_eq!(custom[1].header("x-entity"), Some("dashboard/sales"));
+    assert_eq!(custom[0].header("x-static"), Some("1"));
+    app.stop().await;
+}
+
+async fn get_and_put_deliveries(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let rx = Receiver::start().await;
+    let mut get = webhook(
+        "get",
+        &format!("{}?source=outhook", rx.url("/get")),
+        1,
+        json!([{"eventType": "entityCreated"}]),
+    );
+    get["webhookConfig"]["httpMethod"] = json!("GET");
+    get["webhookConfig"]["secretKey"] = json!("get-secret");
+    app.create_webhook(get).await;
+    let mut put = webhook(
+        "put",
+        &rx.url("/put"),
+        1,
+        json!([{"eventType": "entityCreated"}]),
+    );
+    put["webhookConfig"]["httpMethod"] = json!("PUT");
+    app.create_webhook(put).await;
+    let answer = app.publish(event("entityCreated", "table", "orders")).await;
+    let got = rx.wait_for("/get", 1, WAIT).await;
+    let query = got[0].query.clone().unwrap();
+    let pairs: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+    assert_eq!(
+        pairs["source"], "outhook",
+        "the endpoint's own query is kept"
+    );
+    assert_eq!(pairs["eventId"], answer["eventIds"][0].as_str().unwrap());
+    assert_eq!(pairs["entity_name"], "orders");
+    assert_eq!(pairs["webhookName"], "get");
+    assert!(got[0].body.is_empty() && got[0].header("content-type").is_none());
+    // The signature covers the query string as sent.
+    let expected = format!("sha256={}", {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"get-secret").unwrap();
+        mac.update(query.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    });
+    assert_eq!(
+        got[0].header("x-openmetadata-signature"),
+        Some(expected.as_str())
+    );
+    let put = rx.wait_for("/put", 1, WAIT).await;
+    assert_eq!(put[0].json()["entity"]["name"], "orders");
+    // GET needs batchSize 1 and no template.
+    let mut bad = webhook("bad-get", &rx.url("/x"), 5, json!([]));
+    bad["webhookConfig"]["httpMethod"] = json!("GET");
+    let (status, err) = call(app.admin(Method::POST, "/api/v1/webhooks").json(&bad)).await;
+    assert_eq!(
+        (status, err["details"][0]["field"].as_str()),
+        (422, Some("webhookConfig.httpMethod")),
+        "{err}"
+    );
+    app.stop().await;
+}
+
+/// Signatures checked by code that is not outhook's: the seed's snippet, the official
+/// standardwebhooks library, and a base64 HMAC written in Python. Real clock: the
+/// standardwebhooks library refuses timestamps more than five minutes off.
+async fn every_scheme_verifies_with_independent_code(backend: Backend) {
+    let app = TestApp::start_on(TestDb::new(backend).await, &DELIVERY_ARGS, false).await;
+    let rx = Receiver::start().await;
+    let filters = json!([{"eventType": "entityCreated"}]);
+    let secrets = [
+        ("openmetadata", "/om", "om-secret"),
+        ("openmetadata-base64", "/b64", "b64-secret"),
+        (
+            "standard-webhooks",
+            "/sw",
+            "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (scheme, path, secret) in secrets {
+        let mut body = webhook(scheme, &rx.url(path), 2, filters.clone());
+        body["webhookConfig"]["signatureScheme"] = json!(scheme);
+        body["webhookConfig"]["secretKey"] = json!(secret);
+        ids.push(created_id(&app, body).await);
+    }
+    app.publish(json!([
+        event("entityCreated", "table", "a"),
+        event("entityCreated", "table", "b")
+    ]))
+    .await;
+    app.publish(json!([event("entityCreated", "table", "c")]))
+        .await;
+
+    let seed = r#"
+import hmac, hashlib, json, sys
+def verify_signature(payload, signature, secret_key):
+    expected = hmac.new(secret_key.encode('utf-8'), payload.encode('utf-8'), hashlib.sha256).hexdigest()
+    return hmac.compare_digest(f"sha256={expected}", signature)
+n = 0
+for line in sys.stdin:
+    item = json.loads(line)
+    assert verify_signature(item["body"], item["signature"], "om-secret"), item
+    n += 1
+print(n)
+"#;
+    let om = rx.wait_for("/om", 2, WAIT).await;
+    assert_eq!(
+        python(
+            seed,
+            &om.iter()
+                .map(|r| line(r, "x-openmetadata-signature"))
+                .collect::<Vec<_>>()
+        )
+        .unwrap(),
+        "2"
+    );
+
+    let base64_hmac = r#"
+import base64, hmac, hashlib, json, sys
+n = 0
+for line in sys.stdin:
+    item = json.loads(line)
+    mac = hmac.new(b"b64-secret", item["body"].encode(), hashlib.sha256).digest()
+    assert item["signature"] == "sha256=" + base64.b64encode(mac).decode(), item
+    n += 1
+print(n)
+"#;
+    let b64 = rx.wait_for("/b64", 2, WAIT).await;
+    assert_eq!(
+        python(
+            base64_hmac,
+            &b64.iter()
+                .map(|r| line(r, "x-om-signature"))
+                .collect::<Vec<_>>()
+        )
+        .unwrap(),
+        "2"
+    );
+
+    let library = r#"
+import json, sys
+from standardwebhooks.webhooks import Webhook
+wh = Webhook("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD")
+n = 0
+for line in sys.stdin:
+    item = json.loads(line)
+    wh.verify(item["body"], {"webhook-id": item["id"], "webhook-timestamp": item["timestamp"], "webhook-signature": item["signature"]})
+    try:
+        wh.verify(item["body"] + " ", {"webhook-id": item["id"], "webhook-timestamp": item["timestamp"], "webhook-signature": item["signature"]})
+        sys.exit("a changed body verified")
+    except Exception:
+        pass
+    n += 1
+print(n)
+"#;
+    let sw = rx.wait_for("/sw", 2, WAIT).await;
+    assert_eq!(
+        python(
+            library,
+            &sw.iter()
+                .map(|r| line(r, "webhook-signature"))
+                .collect::<Vec<_>>()
+        )
+        .unwrap(),
+        "2"
+    );
+    assert_eq!(
+        sw[0].header("webhook-id"),
+        sw[0].header("x-outhook-delivery-id")
+    );
+
+    // Rotation: the old secret keeps signing during its grace period, alongside the new one.
+    let (status, rotated) = call(
+        app.admin(
+            Method::POST,
+            &format!("/api/v1/webhooks/{}/rotate-secret", ids[0]),
+        )
+        .json(&json!({})),
+    )
+    .await;
+    assert_eq!(status, 200, "{rotated}");
+    let new_secret = rotated["secretKey"].as_str().unwrap().to_owned();
+    assert!(rotated["previousSecretValidUntil"].is_i64());
+    assert_eq!(rotated["webhook"]["webhookConfig"]["secretKey"], "********");
+    let (status, rotated_sw) = call(
+        app.admin(
+            Method::POST,
+            &format!("/api/v1/webhooks/{}/rotate-secret", ids[2]),
+        )
+        .json(
+            &json!({"secretKey": "whsec_bmV3LXNlY3JldC1mb3ItdGVzdHM=", "gracePeriodSeconds": 3600}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{rotated_sw}");
+    assert!(
+        rotated_sw.get("secretKey").is_none(),
+        "a given secret is not echoed"
+    );
+    let (status, err) = call(
+        app.admin(
+            Method::POST,
+            &format!("/api/v1/webhooks/{}/rotate-secret", ids[2]),
+        )
+        .json(&json!({"secretKey": "not-whsec"})),
+    )
+    .await;
+    assert_eq!(
+        (status, err["details"][0]["field"].as_str()),
+        (422, Some("secretKey"))
+    );
+    app.publish(json!([event("entityCreated", "table", "d")]))
+        .await;
+    let om = rx.wait_for("/om", 3, WAIT).await;
+    let both = r#"
+import hmac, hashlib, json, sys
+item = json.loads(sys.stdin.readline())
+sign = lambda s: "sha256=" + hmac.new(s.encode(), item["body"].encode(), hashlib.sha256).hexdigest()
+assert item["signature"] == sign(sys.argv[1] if len(sys.argv) > 1 else NEW), "new"
+assert item["previous"] == sign("om-secret"), "old"
+print("ok")
+"#
+    .replace("NEW", &format!("{new_secret:?}"));
+    assert_eq!(
+        python(&both, &[line(&om[2], "x-openmetadata-signature")]).unwrap(),
+        "ok"
+    );
+    let sw = rx.wait_for("/sw", 3, WAIT).await;
+    let two_keys = r#"
+import json, sys
+from standardwebhooks.webhooks import Webhook
+item = json.loads(sys.stdin.readline())
+assert len(item["signature"].split(" ")) == 2
+for secret in ["whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD", "whsec_bmV3LXNlY3JldC1mb3ItdGVzdHM="]:
+    Webhook(secret).verify(item["body"], {"webhook-id": item["id"], "webhook-timestamp": item["timestamp"], "webhook-signature": item["signature"]})
+print("ok")
+"#;
+    assert_eq!(
+        python(two_keys, &[line(&sw[2], "webhook-signature")]).unwrap(),
+        "ok"
+    );
+
+    // outhook verify agrees, and says no to a wrong secret.
+    let verify = |secret: &str, scheme: &str, r: &Received, header: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_outhook"));
+        cmd.args([
+            "verify",
+            "--secret",
+            secret,
+            "--scheme",
+            scheme,
+            "--signature",
+            r.header(header).unwrap(),
+        ]);
+        if scheme == "standard-webhooks" {
+            cmd.args([
+                "--id",
+                r.header("webhook-id").unwrap(),
+                "--timestamp",
+                r.header("webhook-timestamp").unwrap(),
+                "--max-age",
+                "300",
+            ]);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&r.body).unwrap();
+        child.wait_with_output().unwrap().status.code()
+    };
+    assert_eq!(
+        verify(
+            &new_secret,
+            "openmetadata",
+            &om[2],
+            "x-openmetadata-signature"
+        ),
+        Some(0)
+    );
+    assert_eq!(
+        verify("wrong", "openmetadata", &om[2], "x-openmetadata-signature"),
+        Some(1)
+    );
+    assert_eq!(
+        verify(
+            "b64-secret",
+            "openmetadata-base64",
+            &b64[0],
+            "x-om-signature"
+        ),
+        Some(0)
+    );
+    assert_eq!(
+        verify(
+            "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
+            "standard-webhooks",
+            &sw[0],
+            "webhook-signature"
+        ),
+        Some(0)
+    );
+    app.stop().await;
+}
+
+async fn templates_fail_early_or_once(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let rx = Receiver::start().await;
+    let mut body = webhook(
+        "tpl",
+        &rx.url("/tpl"),
+        1,
+        json!([{"eventType": "entityCreated"}]),
+    );
+    body["webhookType"] = json!("Custom");
+    body["webhookConfig"]["payloadTemplate"] = json!("{\n  \"a\": {{ event.eventType }\n}");
+    let (status, err) = call(app.admin(Method::POST, "/api/v1/webhooks").json(&body)).await;
+    assert_eq!(status, 422, "{err}");
+    assert_eq!(err["details"][0]["field"], "webhookConfig.payloadTemplate");
+    assert!(
+        err["details"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("line 2"),
+        "{err}"
+    );
+    // Only Custom takes a template; header templates are checked too.
+    let mut slack = body.clone();
+    slack["webhookType"] = json!("Slack");
+    slack["webhookConfig"]["payloadTemplate"] = json!("{}");
+    assert_eq!(
+        call(app.admin(Method::POST, "/api/v1/webhooks").json(&slack))
+            .await
+            .0,
+        422
+    );
+    let mut header = body.clone();
+    header["webhookConfig"]["payloadTemplate"] = json!("{}");
+    header["webhookConfig"]["headers"] = json!({"X-A": "{{ broken"});
+    let (status, err) = call(app.admin(Method::POST, "/api/v1/webhooks").json(&header)).await;
+    assert_eq!(
+        (status, err["details"][0]["field"].as_str()),
+        (422, Some("webhookConfig.headers")),
+        "{err}"
+    );
+    // A template that parses but fails when rendered: one recorded failure, no retries.
+    body["webhookConfig"]["payloadTemplate"] = json!(r#"{"n": {{ event.timestamp / 0 }}}"#);
+    let id = created_id(&app, body).await;
+    app.publish(event("entityCreated", "table", "x")).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    let log = loop {
+        let log = app.get(&format!("/api/v1/webhooks/{id}/deliveries")).await;
+        if !log["data"].as_array().unwrap().is_empty() {
+            break log;
+        }
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        (
+            log["data"][0]["outcome"].as_str(),
+            log["data"][0]["errorKind"].as_str()
+        ),
+        (Some("fatal"), Some("render")),
+        "{log}"
+    );
+    assert_eq!(
+        app.get(&format!("/api/v1/webhooks/{id}/status")).await["status"],
+        "failed"
+    );
+    app.clock.advance(Duration::from_secs(86_400));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        app.get(&format!("/api/v1/webhooks/{id}/deliveries")).await["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(rx.requests("/tpl").is_empty());
+    // Fixing the template (PATCH) and resuming delivers the kept batch.
+    app.patch(
+        &id,
+        json!([
+            {"op": "replace", "path": "/webhookConfig/payloadTemplate", "value": "{\"ok\": true}"},
+            {"op": "replace", "path": "/status", "value": "active"}
+        ]),
+    )
+    .await;
+    assert_eq!(
+        rx.wait_for("/tpl", 1, WAIT).await[0].json(),
+        json!({"ok": true})
+    );
+    app.stop().await;
+}
+
+async fn a_test_message_for_an_unsaved_configuration(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let rx = Receiver::start().await;
+    for (kind, path) in [
+        ("Generic", "/g"),
+        ("Slack", "/s"),
+        ("MSTeams", "/t"),
+        ("GoogleChat", "/c"),
+        ("Custom", "/u"),
+    ] {
+        let mut body = webhook("draft", &rx.url(path), 1, json!([]));
+        body["webhookType"] = json!(kind);
+        body["webhookConfig"]["secretKey"] = json!("k");
+        let (status, outcome) =
+            call(app.admin(Method::POST, "/api/v1/webhooks/test").json(&body)).await;
+        assert_eq!(
+            (status, outcome["outcome"].as_str()),
+            (200, Some("success")),
+            "{kind}: {outcome}"
+        );
+        let got = rx.wait_for(path, 1, WAIT).await;
+        assert!(got[0].header("x-openmetadata-signature").is_some());
+        let v = got[0].json();
+        match kind {
+            "Slack" => assert!(v["blocks"].is_array()),
+            "MSTeams" => assert_eq!(v["type"], "message"),
+            "GoogleChat" => assert!(v["cardsV2"].is_array()),
+            _ => assert_eq!(v["entity"]["type"], "webhook"),
+        }
+    }
+    // Nothing was saved; a bad configuration is refused as on create.
+    assert_eq!(app.get("/api/v1/webhooks").await["paging"]["total"], 0);
+    let (status, _) = call(
+        app.admin(Method::POST, "/api/v1/webhooks/test")
+            .json(&json!({"name": "x"})),
+    )
+    .await;
+    assert_eq!(status, 422);
+    app.stop().await;
+}
+
+on_both_backends!(
+    each_type_arrives_as_its_platform_expects,
+    get_and_put_deliveries,
+    every_scheme_verifies_with_independent_code,
+    templates_fail_early_or_once,
+    a_test_message_for_an_unsaved_configuration,
+);

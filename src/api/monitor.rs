@@ -38,15 +38,14 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(metrics))
 }
 
+/// The undeleted webhook with this id (as the path gives it).
 async fn find(state: &AppState, raw: &str) -> Result<Webhook, ApiError> {
-    let id = Uuid::parse_str(raw)
-        .map_err(|_| ApiError::BadRequest(format!("id: '{raw}' is not a UUID")))?;
-    state
-        .store
-        .webhook(id)
-        .await?
-        .filter(|w| !w.deleted)
-        .ok_or_else(|| ApiError::NotFound(format!("webhook {id} not found")))
+    let id = super::webhooks::parse_id(raw)?;
+    super::webhooks::visible(
+        state.store.webhook(id).await?,
+        crate::store::Include::NonDeleted,
+        id,
+    )
 }
 
 /// A page of the delivery log.

@@ -86,7 +86,7 @@ pub(super) fn parse_spec(mut body: Value) -> Result<WebhookSpec, ApiError> {
     Ok(spec)
 }
 
-fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+pub(super) fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::BadRequest(format!("id: '{raw}' is not a UUID")))
 }
 
@@ -101,7 +101,7 @@ fn parse_include(params: &QueryParams) -> Result<Include, ApiError> {
     }
 }
 
-fn visible(
+pub(super) fn visible(
     webhook: Option<Webhook>,
     include: Include,
     what: impl std::fmt::Display,

@@ -608,8 +608,8 @@ mod log {
             .unwrap();
         assert_eq!(older.len(), 1);
         // Idle cursors move forward, never back, and not while a batch is pending.
-        store.advance_cursors(me, &[(w.id, 9)]).await.unwrap();
-        store.advance_cursors(me, &[(w.id, 7)]).await.unwrap();
+        store.advance_cursors(me, &[w.id], 9).await.unwrap();
+        store.advance_cursors(me, &[w.id], 7).await.unwrap();
         assert_eq!(store.dispatch_state(w.id).await.unwrap().unwrap().cursor, 9);
         // Resume through the API path clears the scheduled retry.
         store.begin_batch(w.id, me, &batch).await.unwrap();
@@ -617,7 +617,7 @@ mod log {
             .finish_attempt(w.id, me, &attempt(3, Outcome::Failure), &failed)
             .await
             .unwrap();
-        store.advance_cursors(me, &[(w.id, 20)]).await.unwrap();
+        store.advance_cursors(me, &[w.id], 20).await.unwrap();
         let current = store.webhook(w.id).await.unwrap().unwrap();
         let resumed = current
             .updated(current.spec.clone(), Resume::Yes, "admin", 300)

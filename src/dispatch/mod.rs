@@ -238,9 +238,13 @@ async fn hold_leases(ctx: Arc<Context>, wake: Arc<Notify>, stop: CancellationTok
         if let Err(err) = lease_cycle(&ctx, &mut workers, &stop).await {
             tracing::warn!(error = %err, "lease cycle failed; retrying");
         }
-        let idle = ctx.router.idle_positions();
+        let (position, idle) = ctx.router.idle_positions();
         if !idle.is_empty() {
-            if let Err(err) = ctx.store.advance_cursors(ctx.instance, &idle).await {
+            if let Err(err) = ctx
+                .store
+                .advance_cursors(ctx.instance, &idle, position)
+                .await
+            {
                 tracing::warn!(error = %err, "could not move idle cursors");
             }
         }

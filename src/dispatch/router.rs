@@ -55,6 +55,8 @@ struct Slot {
     reload: bool,
     /// Every event up to here was delivered or skipped (for the lag gauge).
     done_through: i64,
+    /// The position last written as this webhook's cursor by an idle flush.
+    flushed: i64,
     wake: Arc<Notify>,
 }
 
@@ -123,6 +125,7 @@ impl Router {
                 idle: false,
                 reload: false,
                 done_through,
+                flushed: done_through,
                 wake,
             },
         );
@@ -277,18 +280,19 @@ impl Router {
     }
 
     /// Idle workers have considered every routed event: their cursors may move to the
-    /// current position.
-    pub fn idle_positions(&self) -> Vec<(Uuid, i64)> {
+    /// current position. Returns that position and the webhooks not yet flushed there.
+    pub fn idle_positions(&self) -> (i64, Vec<Uuid>) {
         let mut state = self.lock();
         let position = state.position;
-        let mut out = Vec::new();
+        let mut ids = Vec::new();
         for (id, slot) in state.slots.iter_mut() {
-            if slot.idle && slot.inbox.is_empty() && !slot.overflowed {
+            if slot.idle && slot.inbox.is_empty() && !slot.overflowed && slot.flushed < position {
                 slot.done_through = position;
-                out.push((*id, position));
+                slot.flushed = position;
+                ids.push(*id);
             }
         }
-        out
+        (position, ids)
     }
 
     pub fn lags(&self) -> Vec<Lag> {
@@ -360,7 +364,8 @@ mod tests {
         assert_eq!(seqs(router.take(all, 1, 0)), [11]);
         assert_eq!(seqs(router.take(all, 10, 0)), [12]);
         assert!(router.try_idle(tables));
-        assert_eq!(router.idle_positions(), [(tables, 13)]);
+        assert_eq!(router.idle_positions(), (13, vec![tables]));
+        assert_eq!(router.idle_positions(), (13, vec![]), "flushed once");
     }
 
     #[test]

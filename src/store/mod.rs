@@ -261,11 +261,13 @@ pub trait Store: Send + Sync + 'static {
         next: &DispatchState,
     ) -> Result<bool, StoreError>;
 
-    /// Moves the cursors of idle webhooks forward over events that did not match them.
+    /// Moves the cursors of idle webhooks forward to `position`, over events that did not
+    /// match them (never backwards, never past a pending batch).
     async fn advance_cursors(
         &self,
         owner: Uuid,
-        positions: &[(Uuid, i64)],
+        ids: &[Uuid],
+        position: i64,
     ) -> Result<(), StoreError>;
 
     // ---- wake-ups between instances ----

@@ -580,17 +580,16 @@ impl Store for PgStore {
     async fn advance_cursors(
         &self,
         owner: Uuid,
-        positions: &[(Uuid, i64)],
+        ids: &[Uuid],
+        position: i64,
     ) -> Result<(), StoreError> {
-        let ids: Vec<Uuid> = positions.iter().map(|p| p.0).collect();
-        let seqs: Vec<i64> = positions.iter().map(|p| p.1).collect();
         sqlx::query(
-            "UPDATE webhooks w SET cursor_seq = p.seq FROM UNNEST($2::uuid[], $3::bigint[]) AS p(id, seq) \
-             WHERE w.id = p.id AND w.owner = $1 AND w.batch IS NULL AND w.cursor_seq < p.seq",
+            "UPDATE webhooks SET cursor_seq = $3 \
+             WHERE id = ANY($2) AND owner = $1 AND batch IS NULL AND cursor_seq < $3",
         )
         .bind(owner)
-        .bind(&ids)
-        .bind(&seqs)
+        .bind(ids)
+        .bind(position)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -596,20 +596,18 @@ impl Store for SqliteStore {
     async fn advance_cursors(
         &self,
         owner: Uuid,
-        positions: &[(Uuid, i64)],
+        ids: &[Uuid],
+        position: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        for (id, seq) in positions {
-            sqlx::query(
-                "UPDATE webhooks SET cursor_seq = $3 WHERE id = $1 AND owner = $2 AND batch IS NULL AND cursor_seq < $3",
-            )
-            .bind(id.to_string())
-            .bind(owner.to_string())
-            .bind(seq)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
+        sqlx::query(
+            "UPDATE webhooks SET cursor_seq = $3 \
+             WHERE id IN (SELECT value FROM json_each($2)) AND owner = $1 AND batch IS NULL AND cursor_seq < $3",
+        )
+        .bind(owner.to_string())
+        .bind(serde_json::to_string(ids).expect("ids serialize"))
+        .bind(position)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

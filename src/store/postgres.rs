@@ -533,10 +533,16 @@ impl Store for PgStore {
     ) -> Result<bool, StoreError> {
         let s = DispatchRow::from_state(next);
         let a = AttemptRow::from_record(attempt);
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "UPDATE webhooks SET cursor_seq = $3, batch = $4, retry_step = $5, next_attempt_at = $6, \
-             status = $7, failure_details = $8, last_success_at = $9 WHERE id = $1 AND owner = $2",
+        // One statement, so one round trip and one commit: the attempt is recorded only if
+        // the state update found the lease still held.
+        let recorded = sqlx::query(
+            "WITH moved AS ( \
+               UPDATE webhooks SET cursor_seq = $3, batch = $4, retry_step = $5, next_attempt_at = $6, \
+               status = $7, failure_details = $8, last_success_at = $9 WHERE id = $1 AND owner = $2 \
+               RETURNING id) \
+             INSERT INTO delivery_attempts (webhook_id, delivery_id, attempt, event_ids, url, request_bytes, \
+               status_code, response_excerpt, error_kind, error, duration_ms, attempted_at, outcome, next_attempt_at) \
+             SELECT id, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22 FROM moved",
         )
         .bind(id)
         .bind(owner)
@@ -547,17 +553,6 @@ impl Store for PgStore {
         .bind(&s.status)
         .bind(&s.failure_details)
         .bind(s.last_success_at)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        sqlx::query(
-            "INSERT INTO delivery_attempts (webhook_id, delivery_id, attempt, event_ids, url, request_bytes, \
-             status_code, response_excerpt, error_kind, error, duration_ms, attempted_at, outcome, next_attempt_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        )
-        .bind(a.webhook_id)
         .bind(a.delivery_id)
         .bind(a.attempt)
         .bind(&a.event_ids)
@@ -571,10 +566,9 @@ impl Store for PgStore {
         .bind(a.attempted_at)
         .bind(&a.outcome)
         .bind(a.next_attempt_at)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?;
-        tx.commit().await?;
-        Ok(true)
+        Ok(recorded.rows_affected() == 1)
     }
 
     async fn advance_cursors(

@@ -547,7 +547,10 @@ async fn fan_out(
         ("ingest_events_per_s", total as f64 / ingest),
         ("delivered_events_per_s", unique as f64 / span),
         ("duplicates", (arrivals as usize - unique) as f64),
-        ("not_arrived_in_90s", (expected - unique.min(expected)) as f64),
+        (
+            "not_arrived_in_90s",
+            (expected - unique.min(expected)) as f64,
+        ),
     ];
     figures.extend(latency_figures(rx, None));
     Ok(figures)
@@ -583,7 +586,10 @@ async fn steady(
     }
     rx.wait_for(total, Duration::from_secs(30)).await;
     let mut figures = latency_figures(rx, None);
-    figures.push(("not_arrived_in_30s", (total - rx.unique().min(total)) as f64));
+    figures.push((
+        "not_arrived_in_30s",
+        (total - rx.unique().min(total)) as f64,
+    ));
     Ok(figures)
 }
 
@@ -664,7 +670,10 @@ async fn catch_up(outhook: &Outhook, rx: &Receiver, ok: &str) -> anyhow::Result<
     Ok(vec![
         ("catch_up_s", took),
         ("catch_up_events_per_s", rx.unique() as f64 / took),
-        ("not_arrived_in_90s", (total - rx.unique().min(total)) as f64),
+        (
+            "not_arrived_in_90s",
+            (total - rx.unique().min(total)) as f64,
+        ),
     ])
 }
 

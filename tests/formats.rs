@@ -173,10 +173,10 @@ fn check_slack(v: &Value) {
         }
         // mrkdwn text is escaped: no raw '<' or '>' from the data.
         for text in [&b["text"]["text"], &b["elements"][0]["text"]] {
-            if b["type"] != "header" {
-                if let Some(t) = text.as_str() {
-                    assert!(!t.contains("<information>"), "unescaped: {t}");
-                }
+            if b["type"] != "header"
+                && let Some(t) = text.as_str()
+            {
+                assert!(!t.contains("<information>"), "unescaped: {t}");
             }
         }
     }

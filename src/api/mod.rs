@@ -78,16 +78,16 @@ impl Modify for ResponseDescriptions {
             ];
             for operation in operations.into_iter().flatten() {
                 for (code, response) in operation.responses.responses.iter_mut() {
-                    if let utoipa::openapi::RefOr::T(response) = response {
-                        if response.description.is_empty() {
-                            response.description = code
-                                .parse::<u16>()
-                                .ok()
-                                .and_then(|c| axum::http::StatusCode::from_u16(c).ok())
-                                .and_then(|c| c.canonical_reason())
-                                .unwrap_or("Response")
-                                .to_owned();
-                        }
+                    if let utoipa::openapi::RefOr::T(response) = response
+                        && response.description.is_empty()
+                    {
+                        response.description = code
+                            .parse::<u16>()
+                            .ok()
+                            .and_then(|c| axum::http::StatusCode::from_u16(c).ok())
+                            .and_then(|c| c.canonical_reason())
+                            .unwrap_or("Response")
+                            .to_owned();
                     }
                 }
             }

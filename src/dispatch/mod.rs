@@ -239,14 +239,13 @@ async fn hold_leases(ctx: Arc<Context>, wake: Arc<Notify>, stop: CancellationTok
             tracing::warn!(error = %err, "lease cycle failed; retrying");
         }
         let (position, idle) = ctx.router.idle_positions();
-        if !idle.is_empty() {
-            if let Err(err) = ctx
+        if !idle.is_empty()
+            && let Err(err) = ctx
                 .store
                 .advance_cursors(ctx.instance, &idle, position)
                 .await
-            {
-                tracing::warn!(error = %err, "could not move idle cursors");
-            }
+        {
+            tracing::warn!(error = %err, "could not move idle cursors");
         }
         tokio::select! {
             _ = wake.notified() => {}

@@ -289,10 +289,10 @@ impl EventFacts {
 fn references(value: Option<&Value>, into: &mut Vec<String>) {
     let mut one = |r: &Value| {
         for key in ["name", "fullyQualifiedName"] {
-            if let Some(s) = r.get(key).and_then(Value::as_str) {
-                if !into.iter().any(|v| v == s) {
-                    into.push(s.to_owned());
-                }
+            if let Some(s) = r.get(key).and_then(Value::as_str)
+                && !into.iter().any(|v| v == s)
+            {
+                into.push(s.to_owned());
             }
         }
     };

@@ -627,11 +627,11 @@ impl WebhookSpec {
                 ));
             }
         }
-        if config.signature_scheme == SignatureScheme::StandardWebhooks {
-            if let Some(secret) = config.secret_key.as_ref().filter(|s| !s.is_mask()) {
-                crate::dispatch::sign::standard_webhooks_key(secret.expose())
-                    .map_err(|e| ("webhookConfig.secretKey", e))?;
-            }
+        if config.signature_scheme == SignatureScheme::StandardWebhooks
+            && let Some(secret) = config.secret_key.as_ref().filter(|s| !s.is_mask())
+        {
+            crate::dispatch::sign::standard_webhooks_key(secret.expose())
+                .map_err(|e| ("webhookConfig.secretKey", e))?;
         }
         if self.webhook_type == WebhookType::Custom {
             for (name, value) in &config.headers.0 {
@@ -823,14 +823,13 @@ impl Webhook {
         if let (Some(old), Some(new)) = (
             &self.spec.webhook_config.secret_key,
             &spec.webhook_config.secret_key,
-        ) {
-            if old != new {
-                change.updated(
-                    "webhookConfig.secretKey",
-                    MASKED_SECRET.into(),
-                    MASKED_SECRET.into(),
-                );
-            }
+        ) && old != new
+        {
+            change.updated(
+                "webhookConfig.secretKey",
+                MASKED_SECRET.into(),
+                MASKED_SECRET.into(),
+            );
         }
         let mut status = self.status;
         let mut failure_details = self.failure_details.clone();

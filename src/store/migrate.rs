@@ -122,10 +122,10 @@ pub async fn run_sqlite(pool: &sqlx::SqlitePool) -> Result<(), StoreError> {
 }
 
 /// The migrations not yet applied, after checking that applied ones were not edited.
-fn pending<'a>(
-    all: &'a [Migration],
+fn pending(
+    all: &[Migration],
     applied: impl Iterator<Item = (i64, String)>,
-) -> Result<Vec<&'a Migration>, StoreError> {
+) -> Result<Vec<&Migration>, StoreError> {
     let applied: std::collections::HashMap<i64, String> = applied.collect();
     let mut todo = Vec::new();
     for m in all {

@@ -226,24 +226,12 @@ async fn status_of(app: &TestApp, id: &str) -> Value {
     app.get(&format!("/api/v1/webhooks/{id}/status")).await
 }
 
-/// Waits until the delivery log of `id` holds `n` attempts.
+/// The attempts of `id`, newest first, once there are `n`.
 async fn attempts(app: &TestApp, id: &str, n: usize) -> Vec<Value> {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let log = app
-            .get(&format!("/api/v1/webhooks/{id}/deliveries?limit=100"))
-            .await;
-        let data = log["data"].as_array().unwrap().clone();
-        if data.len() >= n {
-            return data;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} of {n} attempts recorded",
-            data.len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    app.wait_for_attempts(id, n).await["data"]
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 async fn failures_follow_the_retry_schedule_then_stop_and_resume(backend: Backend) {

@@ -465,15 +465,7 @@ async fn templates_fail_early_or_once(backend: Backend) {
     body["webhookConfig"]["payloadTemplate"] = json!(r#"{"n": {{ event.timestamp / 0 }}}"#);
     let id = created_id(&app, body).await;
     app.publish(event("entityCreated", "table", "x")).await;
-    let deadline = std::time::Instant::now() + WAIT;
-    let log = loop {
-        let log = app.get(&format!("/api/v1/webhooks/{id}/deliveries")).await;
-        if !log["data"].as_array().unwrap().is_empty() {
-            break log;
-        }
-        assert!(std::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let log = app.wait_for_attempts(&id, 1).await;
     assert_eq!(
         (
             log["data"][0]["outcome"].as_str(),

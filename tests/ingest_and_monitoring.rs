@@ -22,24 +22,6 @@ async fn head(app: &TestApp) -> i64 {
         .unwrap()
 }
 
-/// Waits until the delivery log of `id` holds `n` attempts; returns the log.
-async fn recorded(app: &TestApp, id: &str, n: usize) -> Value {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let log = app
-            .get(&format!("/api/v1/webhooks/{id}/deliveries?limit=100"))
-            .await;
-        if log["data"].as_array().unwrap().len() >= n {
-            return log;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{n} attempts were not recorded: {log}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn a_batch_with_a_bad_event_stores_nothing(backend: Backend) {
     let app = TestApp::start(backend).await;
     let mut bad_type = event("entityCreated", "table", "x");
@@ -259,13 +241,13 @@ async fn the_delivery_log_status_test_and_metrics(backend: Backend) {
         ]))
         .await;
     rx.wait_for("/log", 1, WAIT).await;
-    recorded(&app, id, 1).await;
+    app.wait_for_attempts(id, 1).await;
     app.clock.advance(Duration::from_secs(60));
     rx.wait_for("/log", 2, WAIT).await;
     app.publish(json!([event("entityCreated", "table", "c")]))
         .await;
     rx.wait_for("/log", 3, WAIT).await;
-    let log = recorded(&app, id, 3).await;
+    let log = app.wait_for_attempts(id, 3).await;
     let data = log["data"].as_array().unwrap();
     assert_eq!(data.len(), 3, "{log}");
     let (newest, retry, first) = (&data[0], &data[1], &data[2]);

@@ -131,22 +131,20 @@ pub fn parse<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
     })
 }
 
-/// serde reports a missing field at its parent (and an unknown one at itself): name the
-/// field in both cases.
+/// The field a deserialization error names; `body` for the document itself.
 fn field_name(path: &str, message: &str) -> String {
-    let named = ["missing field `", "unknown field `"]
-        .iter()
-        .find_map(|p| message.strip_prefix(p))
-        .and_then(|rest| rest.split('`').next());
-    match (path, named) {
-        (".", Some(name)) => name.to_owned(),
-        (".", None) => "body".to_owned(),
-        (path, Some(name)) if path == name || path.ends_with(&format!(".{name}")) => {
-            path.to_owned()
-        }
-        (parent, Some(name)) => format!("{parent}.{name}"),
-        (parent, None) => parent.to_owned(),
+    let field = crate::domain::error_field(path, message);
+    if field.is_empty() {
+        "body".to_owned()
+    } else {
+        field
     }
+}
+
+/// A UUID from the path; a bad one is a 400 naming `id`.
+pub fn path_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(raw)
+        .map_err(|_| ApiError::BadRequest(format!("id: '{raw}' is not a UUID")))
 }
 
 /// Query parameters, parsed strictly: an unknown or repeated parameter is a 400.

@@ -40,7 +40,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
 
 /// The undeleted webhook with this id (as the path gives it).
 async fn find(state: &AppState, raw: &str) -> Result<Webhook, ApiError> {
-    let id = super::webhooks::parse_id(raw)?;
+    let id = super::extract::path_id(raw)?;
     super::webhooks::visible(
         state.store.webhook(id).await?,
         crate::store::Include::NonDeleted,

@@ -138,8 +138,7 @@ async fn revoke_token(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Permission::Manage)?;
-    let id = Uuid::parse_str(&id)
-        .map_err(|_| ApiError::BadRequest(format!("id: '{id}' is not a UUID")))?;
+    let id = super::extract::path_id(&id)?;
     let tokens = state.store.list_tokens().await?;
     let target = tokens
         .iter()

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
-use super::extract::{BaseUrl, JsonBody, JsonPatchBody, QueryParams, parse};
+use super::extract::{BaseUrl, JsonBody, JsonPatchBody, QueryParams, parse, path_id};
 use crate::domain::token::Permission;
 use crate::domain::webhook::{
     Resume, Webhook, WebhookSpec, WebhookStatus, WebhookType, WebhookView,
@@ -84,10 +84,6 @@ pub(super) fn parse_spec(mut body: Value) -> Result<WebhookSpec, ApiError> {
     spec.check()
         .map_err(|(field, message)| ApiError::invalid(field, message))?;
     Ok(spec)
-}
-
-pub(super) fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::BadRequest(format!("id: '{raw}' is not a UUID")))
 }
 
 fn parse_include(params: &QueryParams) -> Result<Include, ApiError> {
@@ -306,7 +302,7 @@ async fn get_webhook(
 ) -> Result<Json<WebhookView>, ApiError> {
     caller.require(Permission::Read)?;
     let include = parse_include(params.only(&["include"])?)?;
-    let id = parse_id(&id)?;
+    let id = path_id(&id)?;
     let webhook = visible(state.store.webhook(id).await?, include, id)?;
     Ok(Json(webhook.view(&base.0)))
 }
@@ -354,7 +350,7 @@ async fn patch_webhook(
     JsonPatchBody(patch): JsonPatchBody,
 ) -> Result<Json<WebhookView>, ApiError> {
     caller.require(Permission::Manage)?;
-    let id = parse_id(&id)?;
+    let id = path_id(&id)?;
     let current = visible(state.store.webhook(id).await?, Include::NonDeleted, id)?;
     let before = serde_json::to_value(current.view(&base.0)).map_err(anyhow::Error::from)?;
     let mut doc = before.clone();
@@ -445,7 +441,7 @@ async fn delete_webhook(
         .only(&["hardDelete"])?
         .get::<bool>("hardDelete")?
         .unwrap_or(false);
-    let id = parse_id(&id)?;
+    let id = path_id(&id)?;
     let include = if hard {
         Include::All
     } else {

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::clock::{Clock, Millis, SystemClock};
+use crate::domain::delivery::{AttemptResult, ErrorKind};
 use crate::domain::webhook::Webhook;
 use crate::store::Store;
 use metrics::Metrics;
@@ -153,20 +154,10 @@ impl Dispatcher {
                 let size = request.body.len() as i64;
                 (self.ctx.sender.send(request).await, size)
             }
-            Err(reason) => {
-                let result = crate::domain::delivery::AttemptResult::error(
-                    crate::domain::delivery::ErrorKind::Render,
-                    reason,
-                );
-                (
-                    Sent {
-                        result,
-                        duration_ms: 0,
-                        response_excerpt: None,
-                    },
-                    0,
-                )
-            }
+            Err(reason) => (
+                Sent::unsent(AttemptResult::error(ErrorKind::Render, reason)),
+                0,
+            ),
         }
     }
 

@@ -127,6 +127,17 @@ pub struct Sent {
     pub response_excerpt: Option<String>,
 }
 
+impl Sent {
+    /// An outcome reached without sending anything.
+    pub fn unsent(result: AttemptResult) -> Self {
+        Self {
+            result,
+            duration_ms: 0,
+            response_excerpt: None,
+        }
+    }
+}
+
 pub struct Sender {
     client: reqwest::Client,
     policy: Arc<AddressPolicy>,
@@ -167,11 +178,7 @@ impl Sender {
             if let Some(ip) = ip.filter(|ip| !self.policy.permits(*ip)) {
                 let reason =
                     format!("{ip} is not a public address; allow it with OUTHOOK_ALLOW_PRIVATE");
-                return Sent {
-                    result: AttemptResult::error(ErrorKind::Refused, reason),
-                    duration_ms: 0,
-                    response_excerpt: None,
-                };
+                return Sent::unsent(AttemptResult::error(ErrorKind::Refused, reason));
             }
         }
         let call = async {

@@ -367,19 +367,12 @@ impl Worker {
     /// Formats, signs and sends a batch. Returns the outcome and the body size.
     async fn send(&self, batch: &PendingBatch, events: &[Arc<LogEvent>]) -> (Sent, i64) {
         if events.is_empty() {
-            let result = AttemptResult {
+            let nothing_to_send = AttemptResult {
                 status_code: None,
                 error_kind: None,
                 reason: None,
             };
-            return (
-                Sent {
-                    result,
-                    duration_ms: 0,
-                    response_excerpt: None,
-                },
-                0,
-            );
+            return (Sent::unsent(nothing_to_send), 0);
         }
         let now = self.ctx.clock.now_ms();
         let request = match build_request(
@@ -391,13 +384,8 @@ impl Worker {
         ) {
             Ok(request) => request,
             Err(reason) => {
-                let result = AttemptResult::error(ErrorKind::Render, reason);
                 return (
-                    Sent {
-                        result,
-                        duration_ms: 0,
-                        response_excerpt: None,
-                    },
+                    Sent::unsent(AttemptResult::error(ErrorKind::Render, reason)),
                     0,
                 );
             }

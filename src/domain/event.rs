@@ -112,19 +112,10 @@ impl NewEvent {
         }
         let input: EventInput = serde_path_to_error::deserialize(&value).map_err(|e| {
             let message = e.inner().to_string();
-            let path = e.path().to_string();
-            let named = ["missing field `", "unknown field `"]
-                .iter()
-                .find_map(|p| message.strip_prefix(p))
-                .and_then(|rest| rest.split('`').next());
-            let field = match (path.as_str(), named) {
-                (".", Some(name)) => name.to_owned(),
-                (p, Some(name)) if p != name && !p.ends_with(&format!(".{name}")) => {
-                    format!("{p}.{name}")
-                }
-                (p, _) => p.to_owned(),
-            };
-            EventError { field, message }
+            EventError {
+                field: super::error_field(&e.path().to_string(), &message),
+                message,
+            }
         })?;
         let timestamp = input.timestamp.unwrap_or(now);
         if !(1..=MAX_TIMESTAMP).contains(&timestamp) {

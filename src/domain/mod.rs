@@ -13,6 +13,25 @@ pub mod text;
 pub mod token;
 pub mod webhook;
 
+/// The field a `serde_path_to_error` error is about, as a dotted path. serde reports a
+/// missing field at its parent (and an unknown one at itself): both name the field.
+/// Empty for the document itself.
+pub fn error_field(path: &str, message: &str) -> String {
+    let named = ["missing field `", "unknown field `"]
+        .iter()
+        .find_map(|p| message.strip_prefix(p))
+        .and_then(|rest| rest.split('`').next());
+    match (path, named) {
+        (".", Some(name)) => name.to_owned(),
+        (".", None) => String::new(),
+        (path, Some(name)) if path == name || path.ends_with(&format!(".{name}")) => {
+            path.to_owned()
+        }
+        (parent, Some(name)) => format!("{parent}.{name}"),
+        (parent, None) => parent.to_owned(),
+    }
+}
+
 /// Declares a string-valued enum with its wire names, `as_str`, `FromStr` and `ALL`.
 macro_rules! str_enum {
     ($(#[$meta:meta])* pub enum $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {

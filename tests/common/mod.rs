@@ -278,6 +278,24 @@ impl TestApp {
         body
     }
 
+    /// Waits (at most 20 s) until webhook `id`'s delivery log holds `n` attempts; returns it.
+    pub async fn wait_for_attempts(&self, id: &str, n: usize) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let log = self
+                .get(&format!("/api/v1/webhooks/{id}/deliveries?limit=100"))
+                .await;
+            if log["data"].as_array().unwrap().len() >= n {
+                return log;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{n} attempts were not recorded: {log}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn get(&self, path: &str) -> Value {
         let (status, body) = call(self.admin(reqwest::Method::GET, path)).await;
         assert_eq!(status, 200, "{path}: {body}");

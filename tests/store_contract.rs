@@ -6,7 +6,7 @@ use common::{Backend, TestDb};
 use outhook::domain::change::Version;
 use outhook::domain::token::{Role, Token, TokenName, hash_secret};
 use outhook::domain::webhook::{FailureDetails, Resume, Webhook, WebhookStatus, WebhookType};
-use outhook::store::{self, Cursor, Include, StoreError, WebhookQuery};
+use outhook::store::{self, Cursor, DispatchWrite, Include, Store, StoreError, WebhookQuery};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -344,6 +344,41 @@ mod log {
     };
     use outhook::domain::event::NewEvent;
 
+    /// Records `batch` as the webhook's pending batch, as a worker does before sending it.
+    async fn begin_batch(store: &dyn Store, id: Uuid, owner: Uuid, batch: &PendingBatch) -> bool {
+        let mut state = store.dispatch_state(id).await.unwrap().unwrap();
+        state.batch = Some(batch.clone());
+        record(store, owner, id, state, None).await
+    }
+
+    /// Records an attempt with the state it led to.
+    async fn finish_attempt(
+        store: &dyn Store,
+        id: Uuid,
+        owner: Uuid,
+        attempt: &AttemptRecord,
+        next: &DispatchState,
+    ) -> bool {
+        record(store, owner, id, next.clone(), Some(attempt.clone())).await
+    }
+
+    async fn record(
+        store: &dyn Store,
+        owner: Uuid,
+        webhook_id: Uuid,
+        state: DispatchState,
+        attempt: Option<AttemptRecord>,
+    ) -> bool {
+        let write = DispatchWrite {
+            webhook_id,
+            state,
+            attempt,
+        };
+        let applied = store.record_dispatch(owner, &[write]).await.unwrap();
+        assert_eq!(applied.len(), 1);
+        applied[0]
+    }
+
     pub fn event(n: usize) -> NewEvent {
         NewEvent::parse(
             json!({
@@ -476,8 +511,8 @@ mod log {
             event_ids: vec![],
             attempts: 0,
         };
-        assert!(!store.begin_batch(got_a[0], a, &batch).await.unwrap());
-        assert!(store.begin_batch(got_a[0], b, &batch).await.unwrap());
+        assert!(!begin_batch(&*store, got_a[0], a, &batch).await);
+        assert!(begin_batch(&*store, got_a[0], b, &batch).await);
         // Releasing and a clean shutdown hand leases back.
         store.release_webhooks(b, &[got_a[0]]).await.unwrap();
         assert_eq!(
@@ -517,7 +552,7 @@ mod log {
             event_ids: vec![Uuid::new_v4()],
             attempts: 0,
         };
-        assert!(store.begin_batch(w.id, me, &batch).await.unwrap());
+        assert!(begin_batch(&*store, w.id, me, &batch).await);
         assert_eq!(
             store.dispatch_state(w.id).await.unwrap().unwrap().batch,
             Some(batch.clone())
@@ -555,12 +590,7 @@ mod log {
             }),
             last_success_at: None,
         };
-        assert!(
-            store
-                .finish_attempt(w.id, me, &attempt(1, Outcome::Failure), &failed)
-                .await
-                .unwrap()
-        );
+        assert!(finish_attempt(&*store, w.id, me, &attempt(1, Outcome::Failure), &failed).await);
         assert_eq!(store.dispatch_state(w.id).await.unwrap().unwrap(), failed);
         let read = store.webhook(w.id).await.unwrap().unwrap();
         assert_eq!(
@@ -569,10 +599,14 @@ mod log {
         );
         // Another instance cannot record anything.
         assert!(
-            !store
-                .finish_attempt(w.id, Uuid::new_v4(), &attempt(2, Outcome::Success), &failed)
-                .await
-                .unwrap()
+            !finish_attempt(
+                &*store,
+                w.id,
+                Uuid::new_v4(),
+                &attempt(2, Outcome::Success),
+                &failed
+            )
+            .await
         );
         let done = DispatchState {
             cursor: 5,
@@ -583,12 +617,7 @@ mod log {
             failure_details: None,
             last_success_at: Some(200),
         };
-        assert!(
-            store
-                .finish_attempt(w.id, me, &attempt(2, Outcome::Success), &done)
-                .await
-                .unwrap()
-        );
+        assert!(finish_attempt(&*store, w.id, me, &attempt(2, Outcome::Success), &done).await);
         let attempts = store.list_attempts(w.id, None, 10, None).await.unwrap();
         assert_eq!(
             attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(),
@@ -612,11 +641,8 @@ mod log {
         store.advance_cursors(me, &[w.id], 7).await.unwrap();
         assert_eq!(store.dispatch_state(w.id).await.unwrap().unwrap().cursor, 9);
         // Resume through the API path clears the scheduled retry.
-        store.begin_batch(w.id, me, &batch).await.unwrap();
-        store
-            .finish_attempt(w.id, me, &attempt(3, Outcome::Failure), &failed)
-            .await
-            .unwrap();
+        begin_batch(&*store, w.id, me, &batch).await;
+        finish_attempt(&*store, w.id, me, &attempt(3, Outcome::Failure), &failed).await;
         store.advance_cursors(me, &[w.id], 20).await.unwrap();
         let current = store.webhook(w.id).await.unwrap().unwrap();
         let resumed = current
@@ -635,7 +661,8 @@ mod log {
                 state.retry_step,
                 state.cursor
             ),
-            (WebhookStatus::Active, None, 0, 2)
+            (WebhookStatus::Active, None, 0, 9),
+            "the cursor never moves back"
         );
         assert!(state.batch.is_some(), "the batch is kept, to be sent again");
         // Deleting a webhook deletes its attempts.
@@ -648,11 +675,126 @@ mod log {
                 .is_empty()
         );
     }
+
+    /// The dispatcher's group commit: several workers' writes in one call. Each is applied
+    /// only where the lease is held, and an attempt only with its state.
+    pub async fn writes_of_many_webhooks_commit_together(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let store = store::connect(&db.url).await.unwrap();
+        let me = Uuid::new_v4();
+        store.heartbeat(me, 1, 0, 0).await.unwrap();
+        let mine: Vec<Webhook> = (0..3)
+            .map(|i| webhook(&format!("w{i}"), "Generic"))
+            .collect();
+        for w in &mine {
+            store.insert_webhook(w).await.unwrap();
+        }
+        store.claim_webhooks(me, 0, 10).await.unwrap();
+        let theirs = webhook("theirs", "Generic");
+        store.insert_webhook(&theirs).await.unwrap();
+        let other = Uuid::new_v4();
+        store.heartbeat(other, 1, 0, 0).await.unwrap();
+        assert_eq!(
+            store.claim_webhooks(other, 0, 10).await.unwrap(),
+            [theirs.id]
+        );
+
+        let delivered = |cursor: i64| DispatchState {
+            cursor,
+            batch: None,
+            retry_step: 0,
+            next_attempt_at: None,
+            status: WebhookStatus::Active,
+            failure_details: None,
+            last_success_at: Some(50),
+        };
+        let next_batch = PendingBatch {
+            delivery_id: Uuid::new_v4(),
+            seqs: vec![8],
+            event_ids: vec![Uuid::new_v4()],
+            attempts: 0,
+        };
+        let attempt = |webhook_id: Uuid| AttemptRecord {
+            id: 0,
+            webhook_id,
+            delivery_id: Uuid::new_v4(),
+            attempt: 1,
+            event_ids: vec![Uuid::new_v4()],
+            url: "https://example.com/hook".into(),
+            request_bytes: 10,
+            status_code: Some(200),
+            response_excerpt: None,
+            error_kind: None,
+            error: None,
+            duration_ms: 1,
+            attempted_at: 50,
+            outcome: Outcome::Success,
+            next_attempt_at: None,
+        };
+        let writes = vec![
+            // A delivery, and the next batch persisted in the same commit.
+            DispatchWrite {
+                webhook_id: mine[0].id,
+                state: DispatchState {
+                    batch: Some(next_batch.clone()),
+                    ..delivered(7)
+                },
+                attempt: Some(attempt(mine[0].id)),
+            },
+            // A batch about to be sent, no attempt yet.
+            DispatchWrite {
+                webhook_id: mine[1].id,
+                state: DispatchState {
+                    batch: Some(next_batch.clone()),
+                    ..delivered(0)
+                },
+                attempt: None,
+            },
+            DispatchWrite {
+                webhook_id: mine[2].id,
+                state: delivered(9),
+                attempt: Some(attempt(mine[2].id)),
+            },
+            // Not this instance's lease: neither the state nor the attempt is written.
+            DispatchWrite {
+                webhook_id: theirs.id,
+                state: delivered(9),
+                attempt: Some(attempt(theirs.id)),
+            },
+        ];
+        assert_eq!(
+            store.record_dispatch(me, &writes).await.unwrap(),
+            [true, true, true, false]
+        );
+        let state = |id| {
+            let store = store.clone();
+            async move { store.dispatch_state(id).await.unwrap().unwrap() }
+        };
+        assert_eq!(state(mine[0].id).await.batch, Some(next_batch.clone()));
+        assert_eq!(state(mine[0].id).await.cursor, 7);
+        assert_eq!(state(mine[1].id).await.batch, Some(next_batch));
+        assert_eq!(state(mine[2].id).await, delivered(9));
+        assert_eq!(state(theirs.id).await.cursor, 0);
+        let count = |id| {
+            let store = store.clone();
+            async move { store.list_attempts(id, None, 10, None).await.unwrap().len() }
+        };
+        assert_eq!(
+            (
+                count(mine[0].id).await,
+                count(mine[1].id).await,
+                count(mine[2].id).await,
+                count(theirs.id).await
+            ),
+            (1, 0, 1, 0)
+        );
+    }
 }
 
 use log::{
     a_tailing_reader_never_skips_a_late_commit, appends_in_order_and_drops_repeats,
     attempts_and_state_are_recorded_together, leases_go_to_one_live_instance,
+    writes_of_many_webhooks_commit_together,
 };
 
 mod log_tests {
@@ -662,6 +804,7 @@ mod log_tests {
         a_tailing_reader_never_skips_a_late_commit,
         leases_go_to_one_live_instance,
         attempts_and_state_are_recorded_together,
+        writes_of_many_webhooks_commit_together,
     );
 }
 

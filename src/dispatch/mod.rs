@@ -9,6 +9,7 @@
 pub mod format;
 pub mod index;
 pub mod metrics;
+pub mod recorder;
 pub mod router;
 pub mod sender;
 pub mod sign;
@@ -28,6 +29,7 @@ use crate::domain::delivery::{AttemptResult, ErrorKind};
 use crate::domain::webhook::Webhook;
 use crate::store::Store;
 use metrics::Metrics;
+use recorder::Recorder;
 use router::{LogEvent, Router};
 use sender::{AddressPolicy, Sender, Sent};
 
@@ -50,6 +52,8 @@ pub struct Context {
     /// This instance, as leases name it.
     pub instance: Uuid,
     pub store: Arc<dyn Store>,
+    /// Workers' writes, group-committed.
+    pub recorder: Recorder,
     /// The injected clock: timestamps and the retry schedule.
     pub clock: Arc<dyn Clock>,
     pub router: Router,
@@ -78,8 +82,12 @@ impl Dispatcher {
         settings: Settings,
     ) -> anyhow::Result<Self> {
         let position = store.log_head().await?;
+        let instance = Uuid::new_v4();
+        // The writer stops by itself once the context (and so every worker) is gone.
+        let (recorder, _writer) = Recorder::start(store.clone(), instance);
         let ctx = Arc::new(Context {
-            instance: Uuid::new_v4(),
+            instance,
+            recorder,
             sender: Sender::new(AddressPolicy::new(settings.allow_private.clone()))?,
             router: Router::new(position),
             in_flight: Semaphore::new(settings.max_in_flight),

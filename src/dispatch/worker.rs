@@ -22,6 +22,7 @@ use crate::domain::delivery::{
 };
 use crate::domain::filter::webhook_matches;
 use crate::domain::webhook::{HttpMethod, Webhook, WebhookStatus};
+use crate::store::DispatchWrite;
 
 /// Log rows read per catch-up query.
 const CATCH_UP_PAGE: u32 = 1000;
@@ -145,24 +146,33 @@ impl Worker {
                 }
                 continue;
             }
-            let batch = PendingBatch {
-                delivery_id: Uuid::new_v4(),
-                seqs: events.iter().map(|e| e.seq).collect(),
-                event_ids: events.iter().map(|e| e.event_id).collect(),
-                attempts: 0,
-            };
             // Persisted before the first attempt: after a crash the same batch goes again.
-            if !self
-                .ctx
-                .store
-                .begin_batch(self.id, self.ctx.instance, &batch)
-                .await?
-            {
+            let mut next = self.state.clone();
+            next.batch = Some(new_batch(&events));
+            if !self.record(next, None).await? {
                 return Ok(()); // the lease is gone
             }
-            self.state.batch = Some(batch);
             self.batch_events = Some(events);
         }
+    }
+
+    /// Writes the webhook's new state (and the attempt that led to it) through the group
+    /// commit, and adopts it; false when the lease is gone.
+    async fn record(
+        &mut self,
+        state: DispatchState,
+        attempt: Option<AttemptRecord>,
+    ) -> anyhow::Result<bool> {
+        let write = DispatchWrite {
+            webhook_id: self.id,
+            state,
+            attempt,
+        };
+        if !self.ctx.recorder.record(write.clone()).await? {
+            return Ok(false);
+        }
+        self.state = write.state;
+        Ok(true)
     }
 
     /// Waits for a wake-up, the stop signal, the injected clock reaching `until`, or
@@ -339,12 +349,20 @@ impl Worker {
             outcome,
             next_attempt_at: next.next_attempt_at,
         };
-        if !self
-            .ctx
-            .store
-            .finish_attempt(self.id, self.ctx.instance, &record, &next)
-            .await?
-        {
+        // After a success, the next batch (when its events are at hand) is persisted in the
+        // same commit that records this attempt: one commit per delivery, not two.
+        let mut next = next;
+        let mut next_events = None;
+        let delivered = next.batch.is_none() && next.status == WebhookStatus::Active;
+        if delivered && !self.stop.is_cancelled() {
+            let events = self.next_events().await?;
+            if !events.is_empty() {
+                next.batch = Some(new_batch(&events));
+                next_events = Some(events);
+            }
+        }
+        let failed = next.batch.is_some() && next_events.is_none();
+        if !self.record(next, Some(record.clone())).await? {
             return Ok(false);
         }
         self.ctx.metrics.delivered(outcome, sent.duration_ms);
@@ -352,14 +370,15 @@ impl Worker {
             webhook.id = %self.id, delivery.id = %batch.delivery_id, attempt = record.attempt,
             outcome = outcome.as_str(), status = ?sent.result.status_code, ms = sent.duration_ms, "delivery attempt"
         );
-        if next.batch.is_some() {
+        if failed {
             self.batch_events = Some(events);
             tracing::info!(
                 webhook.id = %self.id, delivery.id = %batch.delivery_id, attempt = record.attempt,
-                status = next.status.as_str(), reason = ?sent.result.reason, "delivery failed"
+                status = self.state.status.as_str(), reason = ?sent.result.reason, "delivery failed"
             );
+        } else {
+            self.batch_events = next_events;
         }
-        self.state = next;
         self.ctx.router.set_done_through(self.id, self.state.cursor);
         Ok(true)
     }
@@ -393,6 +412,16 @@ impl Worker {
         let size = request.body.len() as i64;
         let _permit = self.ctx.in_flight.acquire().await;
         (self.ctx.sender.send(request).await, size)
+    }
+}
+
+/// A new batch of these events, not attempted yet.
+fn new_batch(events: &[Arc<LogEvent>]) -> PendingBatch {
+    PendingBatch {
+        delivery_id: Uuid::new_v4(),
+        seqs: events.iter().map(|e| e.seq).collect(),
+        event_ids: events.iter().map(|e| e.event_id).collect(),
+        attempts: 0,
     }
 }
 

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::clock::Millis;
 use crate::domain::change::Version;
-use crate::domain::delivery::{AttemptRecord, DispatchState, Outcome, PendingBatch};
+use crate::domain::delivery::{AttemptRecord, DispatchState, Outcome};
 use crate::domain::event::NewEvent;
 use crate::domain::token::{Role, Token};
 use crate::domain::webhook::{Webhook, WebhookStatus, WebhookType};
@@ -243,23 +243,16 @@ pub trait Store: Send + Sync + 'static {
 
     async fn dispatch_state(&self, id: Uuid) -> Result<Option<DispatchState>, StoreError>;
 
-    /// Records the batch about to be sent; false when `owner` no longer holds the lease.
-    async fn begin_batch(
+    /// Applies workers' writes in one transaction (one commit for all of them: the
+    /// dispatcher's group commit). Each write is applied only where `owner` still holds
+    /// the webhook's lease; the answer says, per write, whether it was. A write sets the
+    /// webhook's delivery state (its cursor never moves back) and records its attempt, if
+    /// it has one, together.
+    async fn record_dispatch(
         &self,
-        id: Uuid,
         owner: Uuid,
-        batch: &PendingBatch,
-    ) -> Result<bool, StoreError>;
-
-    /// Records an attempt and the state it led to, in one transaction; false (and nothing
-    /// written) when `owner` no longer holds the lease.
-    async fn finish_attempt(
-        &self,
-        id: Uuid,
-        owner: Uuid,
-        attempt: &AttemptRecord,
-        next: &DispatchState,
-    ) -> Result<bool, StoreError>;
+        writes: &[DispatchWrite],
+    ) -> Result<Vec<bool>, StoreError>;
 
     /// Moves the cursors of idle webhooks forward to `position`, over events that did not
     /// match them (never backwards, never past a pending batch).
@@ -292,6 +285,15 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
         before: Option<i64>,
     ) -> Result<Vec<AttemptRecord>, StoreError>;
+}
+
+/// What a webhook's worker writes: the webhook's new delivery state, and the attempt that
+/// led to it (none when the worker only records the batch it is about to send).
+#[derive(Debug, Clone)]
+pub struct DispatchWrite {
+    pub webhook_id: Uuid,
+    pub state: DispatchState,
+    pub attempt: Option<AttemptRecord>,
 }
 
 /// An event as the log holds it.

@@ -10,12 +10,12 @@ use uuid::Uuid;
 
 use super::rows::{AttemptRow, DispatchRow, TokenRow, WebhookRow};
 use super::{
-    Cursor, Page, Store, StoreError, StoredEvent, WebhookQuery, first_occurrences, migrate,
-    unique_as_conflict,
+    Cursor, DispatchWrite, Page, Store, StoreError, StoredEvent, WebhookQuery, first_occurrences,
+    migrate, unique_as_conflict,
 };
 use crate::clock::Millis;
 use crate::domain::change::Version;
-use crate::domain::delivery::{AttemptRecord, DispatchState, Outcome, PendingBatch};
+use crate::domain::delivery::{AttemptRecord, DispatchState, Outcome};
 use crate::domain::event::NewEvent;
 use crate::domain::token::{Role, Token};
 use crate::domain::webhook::Webhook;
@@ -509,66 +509,69 @@ impl Store for PgStore {
         .transpose()
     }
 
-    async fn begin_batch(
+    async fn record_dispatch(
         &self,
-        id: Uuid,
         owner: Uuid,
-        batch: &PendingBatch,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE webhooks SET batch = $3 WHERE id = $1 AND owner = $2")
-            .bind(id)
-            .bind(owner)
-            .bind(serde_json::to_string(batch).expect("a batch serializes"))
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn finish_attempt(
-        &self,
-        id: Uuid,
-        owner: Uuid,
-        attempt: &AttemptRecord,
-        next: &DispatchState,
-    ) -> Result<bool, StoreError> {
-        let s = DispatchRow::from_state(next);
-        let a = AttemptRow::from_record(attempt);
-        // One statement, so one round trip and one commit: the attempt is recorded only if
-        // the state update found the lease still held.
-        let recorded = sqlx::query(
-            "WITH moved AS ( \
-               UPDATE webhooks SET cursor_seq = $3, batch = $4, retry_step = $5, next_attempt_at = $6, \
-               status = $7, failure_details = $8, last_success_at = $9 WHERE id = $1 AND owner = $2 \
-               RETURNING id) \
-             INSERT INTO delivery_attempts (webhook_id, delivery_id, attempt, event_ids, url, request_bytes, \
-               status_code, response_excerpt, error_kind, error, duration_ms, attempted_at, outcome, next_attempt_at) \
-             SELECT id, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22 FROM moved",
+        writes: &[DispatchWrite],
+    ) -> Result<Vec<bool>, StoreError> {
+        let ids: Vec<Uuid> = writes.iter().map(|w| w.webhook_id).collect();
+        let states: Vec<DispatchRow> = writes
+            .iter()
+            .map(|w| DispatchRow::from_state(&w.state))
+            .collect();
+        let attempts: Vec<AttemptRow> = writes
+            .iter()
+            .filter_map(|w| w.attempt.as_ref().map(AttemptRow::from_record))
+            .collect();
+        fn column<R, T>(rows: &[R], f: impl Fn(&R) -> T) -> Vec<T> {
+            rows.iter().map(f).collect()
+        }
+        // One statement: one round trip and one commit for every worker's write. An
+        // attempt is recorded only if its state update found the lease still held.
+        let moved: Vec<Uuid> = sqlx::query_scalar(
+            "WITH input AS ( \
+               SELECT * FROM UNNEST($2::uuid[], $3::bigint[], $4::text[], $5::int[], $6::bigint[], \
+                 $7::text[], $8::text[], $9::bigint[]) \
+               AS x(id, cursor_seq, batch, retry_step, next_attempt_at, status, failure_details, last_success_at)), \
+             moved AS ( \
+               UPDATE webhooks w SET cursor_seq = GREATEST(w.cursor_seq, i.cursor_seq), batch = i.batch, \
+                 retry_step = i.retry_step, next_attempt_at = i.next_attempt_at, status = i.status, \
+                 failure_details = i.failure_details, last_success_at = i.last_success_at \
+               FROM input i WHERE w.id = i.id AND w.id = ANY($2) AND w.owner = $1 RETURNING w.id), \
+             recorded AS ( \
+               INSERT INTO delivery_attempts (webhook_id, delivery_id, attempt, event_ids, url, request_bytes, \
+                 status_code, response_excerpt, error_kind, error, duration_ms, attempted_at, outcome, next_attempt_at) \
+               SELECT * FROM UNNEST($10::uuid[], $11::uuid[], $12::int[], $13::text[], $14::text[], $15::bigint[], \
+                 $16::int[], $17::text[], $18::text[], $19::text[], $20::bigint[], $21::bigint[], $22::text[], $23::bigint[]) \
+               AS a(webhook_id) WHERE a.webhook_id IN (SELECT id FROM moved)) \
+             SELECT id FROM moved",
         )
-        .bind(id)
         .bind(owner)
-        .bind(s.cursor)
-        .bind(&s.batch)
-        .bind(s.retry_step)
-        .bind(s.next_attempt_at)
-        .bind(&s.status)
-        .bind(&s.failure_details)
-        .bind(s.last_success_at)
-        .bind(a.delivery_id)
-        .bind(a.attempt)
-        .bind(&a.event_ids)
-        .bind(&a.url)
-        .bind(a.request_bytes)
-        .bind(a.status_code)
-        .bind(&a.response_excerpt)
-        .bind(&a.error_kind)
-        .bind(&a.error)
-        .bind(a.duration_ms)
-        .bind(a.attempted_at)
-        .bind(&a.outcome)
-        .bind(a.next_attempt_at)
-        .execute(&self.pool)
+        .bind(&ids)
+        .bind(column(&states, |s| s.cursor))
+        .bind(column(&states, |s| s.batch.clone()))
+        .bind(column(&states, |s| s.retry_step))
+        .bind(column(&states, |s| s.next_attempt_at))
+        .bind(column(&states, |s| s.status.clone()))
+        .bind(column(&states, |s| s.failure_details.clone()))
+        .bind(column(&states, |s| s.last_success_at))
+        .bind(column(&attempts, |a| a.webhook_id))
+        .bind(column(&attempts, |a| a.delivery_id))
+        .bind(column(&attempts, |a| a.attempt))
+        .bind(column(&attempts, |a| a.event_ids.clone()))
+        .bind(column(&attempts, |a| a.url.clone()))
+        .bind(column(&attempts, |a| a.request_bytes))
+        .bind(column(&attempts, |a| a.status_code))
+        .bind(column(&attempts, |a| a.response_excerpt.clone()))
+        .bind(column(&attempts, |a| a.error_kind.clone()))
+        .bind(column(&attempts, |a| a.error.clone()))
+        .bind(column(&attempts, |a| a.duration_ms))
+        .bind(column(&attempts, |a| a.attempted_at))
+        .bind(column(&attempts, |a| a.outcome.clone()))
+        .bind(column(&attempts, |a| a.next_attempt_at))
+        .fetch_all(&self.pool)
         .await?;
-        Ok(recorded.rows_affected() == 1)
+        Ok(ids.iter().map(|id| moved.contains(id)).collect())
     }
 
     async fn advance_cursors(

@@ -17,12 +17,12 @@ use uuid::Uuid;
 
 use super::rows::{AttemptRow, DispatchRow, TokenRow, WebhookRow};
 use super::{
-    Cursor, Page, Store, StoreError, StoredEvent, WebhookQuery, first_occurrences, migrate,
-    unique_as_conflict,
+    Cursor, DispatchWrite, Page, Store, StoreError, StoredEvent, WebhookQuery, first_occurrences,
+    migrate, unique_as_conflict,
 };
 use crate::clock::Millis;
 use crate::domain::change::Version;
-use crate::domain::delivery::{AttemptRecord, DispatchState, Outcome, PendingBatch};
+use crate::domain::delivery::{AttemptRecord, DispatchState, Outcome};
 use crate::domain::event::NewEvent;
 use crate::domain::token::{Role, Token};
 use crate::domain::webhook::Webhook;
@@ -525,72 +525,61 @@ impl Store for SqliteStore {
         .transpose()
     }
 
-    async fn begin_batch(
+    async fn record_dispatch(
         &self,
-        id: Uuid,
         owner: Uuid,
-        batch: &PendingBatch,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE webhooks SET batch = $3 WHERE id = $1 AND owner = $2")
-            .bind(id.to_string())
-            .bind(owner.to_string())
-            .bind(serde_json::to_string(batch).expect("a batch serializes"))
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn finish_attempt(
-        &self,
-        id: Uuid,
-        owner: Uuid,
-        attempt: &AttemptRecord,
-        next: &DispatchState,
-    ) -> Result<bool, StoreError> {
-        let s = DispatchRow::from_state(next);
-        let a = AttemptRow::from_record(attempt);
+        writes: &[DispatchWrite],
+    ) -> Result<Vec<bool>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "UPDATE webhooks SET cursor_seq = $3, batch = $4, retry_step = $5, next_attempt_at = $6, \
-             status = $7, failure_details = $8, last_success_at = $9 WHERE id = $1 AND owner = $2",
-        )
-        .bind(id.to_string())
-        .bind(owner.to_string())
-        .bind(s.cursor)
-        .bind(&s.batch)
-        .bind(s.retry_step)
-        .bind(s.next_attempt_at)
-        .bind(&s.status)
-        .bind(&s.failure_details)
-        .bind(s.last_success_at)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
+        let mut applied = Vec::with_capacity(writes.len());
+        for write in writes {
+            let s = DispatchRow::from_state(&write.state);
+            let done = sqlx::query(
+                "UPDATE webhooks SET cursor_seq = MAX(cursor_seq, $3), batch = $4, retry_step = $5, \
+                 next_attempt_at = $6, status = $7, failure_details = $8, last_success_at = $9 \
+                 WHERE id = $1 AND owner = $2",
+            )
+            .bind(write.webhook_id.to_string())
+            .bind(owner.to_string())
+            .bind(s.cursor)
+            .bind(&s.batch)
+            .bind(s.retry_step)
+            .bind(s.next_attempt_at)
+            .bind(&s.status)
+            .bind(&s.failure_details)
+            .bind(s.last_success_at)
+            .execute(&mut *tx)
+            .await?;
+            let held = done.rows_affected() == 1;
+            applied.push(held);
+            let Some(attempt) = write.attempt.as_ref().filter(|_| held) else {
+                continue;
+            };
+            let a = AttemptRow::from_record(attempt);
+            sqlx::query(
+                "INSERT INTO delivery_attempts (webhook_id, delivery_id, attempt, event_ids, url, request_bytes, \
+                 status_code, response_excerpt, error_kind, error, duration_ms, attempted_at, outcome, next_attempt_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            )
+            .bind(a.webhook_id.to_string())
+            .bind(a.delivery_id.to_string())
+            .bind(a.attempt)
+            .bind(&a.event_ids)
+            .bind(&a.url)
+            .bind(a.request_bytes)
+            .bind(a.status_code)
+            .bind(&a.response_excerpt)
+            .bind(&a.error_kind)
+            .bind(&a.error)
+            .bind(a.duration_ms)
+            .bind(a.attempted_at)
+            .bind(&a.outcome)
+            .bind(a.next_attempt_at)
+            .execute(&mut *tx)
+            .await?;
         }
-        sqlx::query(
-            "INSERT INTO delivery_attempts (webhook_id, delivery_id, attempt, event_ids, url, request_bytes, \
-             status_code, response_excerpt, error_kind, error, duration_ms, attempted_at, outcome, next_attempt_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        )
-        .bind(a.webhook_id.to_string())
-        .bind(a.delivery_id.to_string())
-        .bind(a.attempt)
-        .bind(&a.event_ids)
-        .bind(&a.url)
-        .bind(a.request_bytes)
-        .bind(a.status_code)
-        .bind(&a.response_excerpt)
-        .bind(&a.error_kind)
-        .bind(&a.error)
-        .bind(a.duration_ms)
-        .bind(a.attempted_at)
-        .bind(&a.outcome)
-        .bind(a.next_attempt_at)
-        .execute(&mut *tx)
-        .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(applied)
     }
 
     async fn advance_cursors(

@@ -313,40 +313,36 @@ impl Store for PgStore {
         now: Millis,
     ) -> Result<Vec<Option<i64>>, StoreError> {
         let fresh = first_occurrences(events);
-        let mut tx = self.pool.begin().await?;
-        // The head row is locked until commit: appends commit in position order.
-        let last: i64 = sqlx::query_scalar(
-            "UPDATE event_log_head SET last_seq = last_seq + $1 WHERE id = 1 RETURNING last_seq",
-        )
-        .bind(fresh.len() as i64)
-        .fetch_one(&mut *tx)
-        .await?;
-        let first = last - fresh.len() as i64 + 1;
-        let seqs: Vec<i64> = (first..=last).collect();
         let pick =
             |f: fn(&NewEvent) -> String| fresh.iter().map(|&i| f(&events[i])).collect::<Vec<_>>();
         let ids: Vec<Uuid> = fresh.iter().map(|&i| events[i].event_id).collect();
-        let inserted: Vec<i64> = sqlx::query_scalar(
-            "INSERT INTO events (seq, event_id, event_type, entity_type, created_at, body) \
-             SELECT s, e, t, k, $5, b FROM UNNEST($1::bigint[], $2::uuid[], $3::text[], $4::text[], $6::text[]) \
-             AS x(s, e, t, k, b) ON CONFLICT (event_id) DO NOTHING RETURNING seq",
+        // One statement, so one round trip and one commit. The head row stays locked until
+        // the commit: appends commit in position order. The notification (sent at commit)
+        // wakes the other instances' dispatchers.
+        let row = sqlx::query(
+            "WITH head AS ( \
+               UPDATE event_log_head SET last_seq = last_seq + $1 WHERE id = 1 RETURNING last_seq), \
+             ins AS ( \
+               INSERT INTO events (seq, event_id, event_type, entity_type, created_at, body) \
+               SELECT head.last_seq - $1 + x.n, x.e, x.t, x.k, $5, x.b \
+               FROM head, UNNEST($2::uuid[], $3::text[], $4::text[], $6::text[]) WITH ORDINALITY AS x(e, t, k, b, n) \
+               ON CONFLICT (event_id) DO NOTHING RETURNING seq), \
+             notified AS ( \
+               SELECT pg_notify('outhook_events', last_seq::text) FROM head WHERE EXISTS (SELECT 1 FROM ins)) \
+             SELECT (SELECT last_seq FROM head), ARRAY(SELECT seq FROM ins), (SELECT COUNT(*) FROM notified)",
         )
-        .bind(&seqs)
+        .bind(fresh.len() as i64)
         .bind(&ids)
         .bind(pick(|e| e.event_type.as_str().to_owned()))
         .bind(pick(|e| e.entity_type.clone()))
         .bind(now)
         .bind(pick(|e| e.body.clone()))
-        .fetch_all(&mut *tx)
+        .fetch_one(&self.pool)
         .await?;
-        if !inserted.is_empty() {
-            // Wakes the other instances' dispatchers once this commits.
-            sqlx::query("SELECT pg_notify('outhook_events', $1)")
-                .bind(last.to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
+        let last: i64 = row.try_get(0)?;
+        let inserted: Vec<i64> = row.try_get(1)?;
+        let first = last - fresh.len() as i64 + 1;
+        let seqs: Vec<i64> = (first..=last).collect();
         let inserted: std::collections::HashSet<i64> = inserted.into_iter().collect();
         let mut positions = vec![None; events.len()];
         for (k, &i) in fresh.iter().enumerate() {

@@ -108,6 +108,7 @@ pub async fn start(args: &ServeArgs, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         }),
         metrics,
         max_events_per_request: args.max_events_per_request as usize,
+        tokens: Default::default(),
     });
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();

@@ -571,8 +571,10 @@ async fn steady(
     let total = (seconds * 200) as usize;
     let mut tick = tokio::time::interval(Duration::from_millis(5));
     let url = format!("{}/api/v1/events", outhook.base);
+    let mut acks = Vec::with_capacity(total);
     for n in 0..total {
         tick.tick().await;
+        let sent = Instant::now();
         let response = outhook
             .client
             .post(&url)
@@ -583,9 +585,14 @@ async fn steady(
         if response.status().as_u16() != 202 {
             bail!("publish answered {}", response.status());
         }
+        acks.push(sent.elapsed().as_micros() as u64);
     }
     rx.wait_for(total, Duration::from_secs(30)).await;
     let mut figures = latency_figures(rx, None);
+    // How long a publisher waits for its 202 (the event is committed by then).
+    acks.sort_unstable();
+    figures.push(("ack_p50_ms", percentile(&acks, 0.50)));
+    figures.push(("ack_p99_ms", percentile(&acks, 0.99)));
     figures.push((
         "not_arrived_in_30s",
         (total - rx.unique().min(total)) as f64,

@@ -34,6 +34,8 @@ pub struct AppState {
     pub limiter: crate::bus::ratelimit::RateLimiter,
     pub metrics: Arc<crate::dispatch::metrics::Metrics>,
     pub max_events_per_request: usize,
+    /// Live tokens recently looked up.
+    pub tokens: auth::TokenCache,
 }
 
 #[derive(OpenApi)]

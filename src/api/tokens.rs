@@ -149,7 +149,9 @@ async fn revoke_token(
             "this is the last admin token; issue another before revoking it".into(),
         ));
     }
-    if !state.store.revoke_token(id, state.clock.now_ms()).await? {
+    let revoked = state.store.revoke_token(id, state.clock.now_ms()).await?;
+    state.tokens.clear();
+    if !revoked {
         return Err(ApiError::NotFound(format!("no live token {id}")));
     }
     tracing::info!(token.id = %id, by = %caller.name, "token revoked");

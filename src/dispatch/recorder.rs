@@ -1,12 +1,12 @@
 //! The dispatcher's group commit. Every worker's write (the batch it is about to send, an
-//! attempt with the state it led to) goes through one writer task: while one transaction
-//! commits, the writes that arrive meanwhile queue up and go together in the next one. A
-//! worker still waits for its own write to be durable before it moves on, so nothing is
-//! acknowledged early; only the commits are shared.
+//! attempt with the state it led to) goes through one writer: the writes that arrive while
+//! a transaction commits queue up and go together in the next one, and a few transactions
+//! commit at once. A worker still waits for its own write to be durable before it moves
+//! on, so nothing is acknowledged early; only the commits are shared.
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -14,6 +14,9 @@ use crate::store::{DispatchWrite, Store, StoreError};
 
 /// Most writes in one transaction.
 const MAX_GROUP: usize = 512;
+/// Transactions committing at once. The commit wait is mostly the log flush, which the
+/// database shares between concurrent commits; one at a time would leave it idle.
+const IN_FLIGHT: usize = 4;
 
 struct Job {
     write: DispatchWrite,
@@ -58,22 +61,55 @@ impl Recorder {
 }
 
 async fn write(mut rx: mpsc::UnboundedReceiver<Job>, store: Arc<dyn Store>, owner: Uuid) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut jobs = Vec::new();
     while rx.recv_many(&mut jobs, MAX_GROUP).await > 0 {
-        let (writes, replies): (Vec<_>, Vec<_>) =
-            jobs.drain(..).map(|job| (job.write, job.reply)).unzip();
-        match store.record_dispatch(owner, &writes).await {
-            Ok(applied) => {
-                for (reply, held) in replies.into_iter().zip(applied) {
-                    let _ = reply.send(Ok(held));
-                }
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        // What arrived while waiting for a slot goes in the same transaction.
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
             }
-            Err(err) => {
-                tracing::warn!(error = %err, writes = writes.len(), "recording delivery state failed");
-                let err = Arc::new(err);
-                for reply in replies {
-                    let _ = reply.send(Err(err.clone()));
-                }
+        }
+        let group = std::mem::take(&mut jobs);
+        let store = store.clone();
+        tokio::spawn(async move {
+            commit(&*store, owner, group).await;
+            drop(slot);
+        });
+    }
+    // Wait for the groups still committing.
+    let _ = slots.acquire_many(IN_FLIGHT as u32).await;
+}
+
+async fn commit(store: &dyn Store, owner: Uuid, group: Vec<Job>) {
+    let (writes, replies): (Vec<_>, Vec<_>) =
+        group.into_iter().map(|job| (job.write, job.reply)).unzip();
+    let mut tries = 0;
+    let result = loop {
+        tries += 1;
+        match store.record_dispatch(owner, &writes).await {
+            // Two transactions touching the same rows in another order (a concurrent
+            // group, the idle-cursor flush) can deadlock; the database aborts one, which
+            // wrote nothing and can go again.
+            Err(err) if tries < 3 && err.is_transient() => continue,
+            result => break result,
+        }
+    };
+    match result {
+        Ok(applied) => {
+            for (reply, held) in replies.into_iter().zip(applied) {
+                let _ = reply.send(Ok(held));
+            }
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, writes = writes.len(), "recording delivery state failed");
+            let err = Arc::new(err);
+            for reply in replies {
+                let _ = reply.send(Err(err.clone()));
             }
         }
     }

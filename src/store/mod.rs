@@ -39,6 +39,20 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
 }
 
+impl StoreError {
+    /// A failure that going again may not meet: a deadlock or serialization failure,
+    /// where the database rolled the transaction back.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(db)) => {
+                // PostgreSQL's codes; SQLite reports a busy database as "5" or "6".
+                matches!(db.code().as_deref(), Some("40P01" | "40001" | "5" | "6"))
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Which soft-deleted webhooks a query sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Include {

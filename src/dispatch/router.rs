@@ -280,13 +280,18 @@ impl Router {
     }
 
     /// Idle workers have considered every routed event: their cursors may move to the
-    /// current position. Returns that position and the webhooks not yet flushed there.
-    pub fn idle_positions(&self) -> (i64, Vec<Uuid>) {
+    /// current position. Returns that position and the webhooks whose stored cursor is at
+    /// least `min_lag` events behind it.
+    pub fn idle_positions(&self, min_lag: i64) -> (i64, Vec<Uuid>) {
         let mut state = self.lock();
         let position = state.position;
         let mut ids = Vec::new();
         for (id, slot) in state.slots.iter_mut() {
-            if slot.idle && slot.inbox.is_empty() && !slot.overflowed && slot.flushed < position {
+            if slot.idle
+                && slot.inbox.is_empty()
+                && !slot.overflowed
+                && position - slot.flushed >= min_lag.max(1)
+            {
                 slot.done_through = position;
                 slot.flushed = position;
                 ids.push(*id);
@@ -364,8 +369,13 @@ mod tests {
         assert_eq!(seqs(router.take(all, 1, 0)), [11]);
         assert_eq!(seqs(router.take(all, 10, 0)), [12]);
         assert!(router.try_idle(tables));
-        assert_eq!(router.idle_positions(), (13, vec![tables]));
-        assert_eq!(router.idle_positions(), (13, vec![]), "flushed once");
+        assert_eq!(
+            router.idle_positions(100),
+            (13, vec![]),
+            "not far enough behind"
+        );
+        assert_eq!(router.idle_positions(1), (13, vec![tables]));
+        assert_eq!(router.idle_positions(1), (13, vec![]), "flushed once");
     }
 
     #[test]

@@ -37,7 +37,9 @@ pub const ATTEMPT_HEADER: &str = "X-OutHook-Attempt";
 /// disabled or deleted.
 pub async fn run(ctx: Arc<Context>, id: Uuid, stop: CancellationToken) {
     let wake = Arc::new(Notify::new());
-    match Worker::start(ctx.clone(), id, wake, stop).await {
+    // Boxed: a task's future is as big as its biggest await, and an idle worker should
+    // hold little (10,000 webhooks are 10,000 tasks).
+    match Box::pin(Worker::start(ctx.clone(), id, wake, stop)).await {
         Ok(Some(mut worker)) => {
             if let Err(err) = worker.run().await {
                 tracing::warn!(webhook.id = %id, error = format!("{err:#}"), "webhook worker stopped; it restarts with the next lease cycle");
@@ -112,7 +114,7 @@ impl Worker {
             if self.stop.is_cancelled() {
                 return Ok(());
             }
-            if self.ctx.router.take_reload(self.id) && !self.reload().await? {
+            if self.ctx.router.take_reload(self.id) && !Box::pin(self.reload()).await? {
                 return Ok(());
             }
             if let Some(batch) = self.state.batch.clone() {
@@ -128,18 +130,18 @@ impl Worker {
                     // Parked until an admin resumes it (here or on another instance).
                     _ => {
                         self.wait(None, Some(PARKED_RECHECK)).await;
-                        if !self.reload().await? {
+                        if !Box::pin(self.reload()).await? {
                             return Ok(());
                         }
                         false
                     }
                 };
-                if due && !self.attempt(batch).await? {
+                if due && !Box::pin(self.attempt(batch)).await? {
                     return Ok(());
                 }
                 continue;
             }
-            let events = self.next_events().await?;
+            let events = Box::pin(self.next_events()).await?;
             if events.is_empty() {
                 if self.ctx.router.try_idle(self.id) {
                     self.wait(None, None).await;
@@ -149,7 +151,7 @@ impl Worker {
             // Persisted before the first attempt: after a crash the same batch goes again.
             let mut next = self.state.clone();
             next.batch = Some(new_batch(&events));
-            if !self.record(next, None).await? {
+            if !Box::pin(self.record(next, None)).await? {
                 return Ok(()); // the lease is gone
             }
             self.batch_events = Some(events);

@@ -339,26 +339,41 @@ impl Store for SqliteStore {
         .bind(fresh.len() as i64)
         .fetch_one(&mut *tx)
         .await?;
-        let mut positions = vec![None; events.len()];
-        let mut seq = last - fresh.len() as i64;
-        for &i in &fresh {
-            seq += 1;
-            let e = &events[i];
-            let done = sqlx::query(
-                "INSERT INTO events (seq, event_id, event_type, entity_type, created_at, body) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
-            )
-            .bind(seq)
-            .bind(e.event_id.to_string())
-            .bind(e.event_type.as_str())
-            .bind(&e.entity_type)
-            .bind(now)
-            .bind(&e.body)
-            .execute(&mut *tx)
-            .await?;
-            positions[i] = (done.rows_affected() == 1).then_some(seq);
-        }
+        let first = last - fresh.len() as i64 + 1;
+        // One multi-row insert: the rows travel as one JSON array of
+        // [eventId, eventType, entityType, body], the k-th taking position first + k.
+        let rows = serde_json::Value::Array(
+            fresh
+                .iter()
+                .map(|&i| {
+                    let e = &events[i];
+                    serde_json::json!([
+                        e.event_id.to_string(),
+                        e.event_type.as_str(),
+                        e.entity_type,
+                        e.body
+                    ])
+                })
+                .collect(),
+        );
+        // `WHERE true` tells SQLite's parser the ON CONFLICT belongs to the INSERT.
+        let inserted: Vec<i64> = sqlx::query_scalar(
+            "INSERT INTO events (seq, event_id, event_type, entity_type, created_at, body) \
+             SELECT $1 + j.key, j.value ->> 0, j.value ->> 1, j.value ->> 2, $2, j.value ->> 3 \
+             FROM json_each($3) AS j WHERE true ON CONFLICT (event_id) DO NOTHING RETURNING seq",
+        )
+        .bind(first)
+        .bind(now)
+        .bind(rows.to_string())
+        .fetch_all(&mut *tx)
+        .await?;
         tx.commit().await?;
+        let inserted: std::collections::HashSet<i64> = inserted.into_iter().collect();
+        let mut positions = vec![None; events.len()];
+        for (k, &i) in fresh.iter().enumerate() {
+            let seq = first + k as i64;
+            positions[i] = inserted.contains(&seq).then_some(seq);
+        }
         Ok(positions)
     }
 

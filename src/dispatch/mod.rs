@@ -15,7 +15,7 @@ pub mod sender;
 pub mod sign;
 pub mod worker;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -294,10 +294,13 @@ async fn lease_cycle(
     ctx.store
         .heartbeat(ctx.instance, now, now - ttl, now - 10 * ttl)
         .await?;
-    let owned = ctx
+    // A set: with thousands of webhooks, the membership test below ran per worker.
+    let owned: HashSet<Uuid> = ctx
         .store
         .claim_webhooks(ctx.instance, now - ttl, u32::MAX >> 1)
-        .await?;
+        .await?
+        .into_iter()
+        .collect();
     workers.retain(|_, (handle, _)| !handle.is_finished());
     for id in &owned {
         if !workers.contains_key(id) {

@@ -104,10 +104,11 @@ impl Router {
         &self,
         id: Uuid,
         name: String,
-        filters: Vec<EventFilter>,
+        filters: impl Into<Arc<Vec<EventFilter>>>,
         wake: Arc<Notify>,
         done_through: i64,
     ) -> i64 {
+        let filters = filters.into();
         let mut state = self.lock();
         let live_from = state.position;
         if let Some(old) = state.slots.remove(&id) {
@@ -118,7 +119,7 @@ impl Router {
             id,
             Slot {
                 name,
-                filters: Arc::new(filters),
+                filters,
                 inbox: VecDeque::new(),
                 live_from,
                 overflowed: false,
@@ -225,12 +226,12 @@ impl Router {
 
     /// New filters for the events routed from now on. Events routed before keep the
     /// verdict of the filters they met (those in the inbox stay there).
-    pub fn reconfigure(&self, id: Uuid, name: String, filters: Vec<EventFilter>) {
+    pub fn reconfigure(&self, id: Uuid, name: String, filters: impl Into<Arc<Vec<EventFilter>>>) {
         let mut state = self.lock();
         let Some(slot) = state.slots.get_mut(&id) else {
             return;
         };
-        let old = std::mem::replace(&mut slot.filters, Arc::new(filters));
+        let old = std::mem::replace(&mut slot.filters, filters.into());
         let new = slot.filters.clone();
         slot.name = name;
         state.index.remove(id, &old);

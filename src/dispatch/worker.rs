@@ -21,7 +21,7 @@ use crate::domain::delivery::{
     AttemptRecord, AttemptResult, DispatchState, ErrorKind, PendingBatch, after_attempt,
 };
 use crate::domain::filter::webhook_matches;
-use crate::domain::webhook::{HttpMethod, Webhook, WebhookStatus};
+use crate::domain::webhook::{EventFilter, HttpMethod, Webhook, WebhookStatus};
 use crate::store::DispatchWrite;
 
 /// Log rows read per catch-up query.
@@ -58,7 +58,13 @@ struct Worker {
     id: Uuid,
     wake: Arc<Notify>,
     stop: CancellationToken,
-    webhook: Arc<Webhook>,
+    /// The webhook's definition, read when there is something to send: an idle worker
+    /// (most of them, with thousands of webhooks) does not hold it.
+    webhook: Option<Arc<Webhook>>,
+    /// What routing and catch-up need, kept while the definition is not.
+    name: String,
+    filters: Arc<Vec<EventFilter>>,
+    batch_size: usize,
     state: DispatchState,
     /// Every event up to here is in a batch (delivered or pending) or did not match.
     read_pos: i64,
@@ -86,26 +92,30 @@ impl Worker {
             return Ok(None);
         };
         let read_pos = start_position(&state);
-        let filters = webhook.spec.event_filters.0.clone();
+        let filters = Arc::new(webhook.spec.event_filters.0.clone());
+        let name = webhook.spec.name.to_string();
         ctx.router.register(
             id,
-            webhook.spec.name.to_string(),
-            filters,
+            name.clone(),
+            filters.clone(),
             wake.clone(),
             state.cursor,
         );
         tracing::debug!(webhook.id = %id, cursor = state.cursor, "webhook worker started");
         Ok(Some(Self {
-            ctx,
             id,
             wake,
             stop,
-            webhook: Arc::new(webhook),
+            batch_size: webhook.spec.batch_size.get() as usize,
+            webhook: state.batch.is_some().then(|| Arc::new(webhook)),
+            name,
+            filters,
             state,
             read_pos,
             scanned_to: read_pos,
             backlog: VecDeque::new(),
             batch_events: None,
+            ctx,
         }))
     }
 
@@ -219,27 +229,45 @@ impl Worker {
         }
         // Never step back behind what was already considered (the stored cursor may lag).
         self.read_pos = self.read_pos.max(start_position(&state));
-        let spec = &webhook.spec;
-        if spec.event_filters != self.webhook.spec.event_filters
-            || spec.name != self.webhook.spec.name
-        {
-            // Events are judged by the filters in force when they are routed (or read in
-            // catch-up): the new ones apply from here on.
-            self.ctx.router.reconfigure(
-                self.id,
-                spec.name.to_string(),
-                spec.event_filters.0.clone(),
-            );
-        }
-        self.webhook = Arc::new(webhook);
+        self.adopt(webhook);
         self.state = state;
         Ok(true)
+    }
+
+    /// The webhook's definition, read again if the worker let go of it; None when it
+    /// should no longer be delivered.
+    async fn definition(&mut self) -> anyhow::Result<Option<Arc<Webhook>>> {
+        if self.webhook.is_none() {
+            let Some(webhook) = self.ctx.store.webhook(self.id).await? else {
+                return Ok(None);
+            };
+            if webhook.deleted || !webhook.spec.enabled {
+                return Ok(None);
+            }
+            self.adopt(webhook);
+        }
+        Ok(self.webhook.clone())
+    }
+
+    fn adopt(&mut self, webhook: Webhook) {
+        let spec = &webhook.spec;
+        if spec.event_filters.0 != *self.filters || spec.name.as_str() != self.name {
+            // Events are judged by the filters in force when they are routed (or read in
+            // catch-up): the new ones apply from here on.
+            self.filters = Arc::new(spec.event_filters.0.clone());
+            self.name = spec.name.to_string();
+            self.ctx
+                .router
+                .reconfigure(self.id, self.name.clone(), self.filters.clone());
+        }
+        self.batch_size = spec.batch_size.get() as usize;
+        self.webhook = Some(Arc::new(webhook));
     }
 
     /// Up to batchSize matching events after `read_pos`: from the backlog, the log
     /// (catch-up) or the inbox, in log order. Empty when there is nothing to deliver.
     async fn next_events(&mut self) -> anyhow::Result<Vec<Arc<LogEvent>>> {
-        let max = self.webhook.spec.batch_size.get() as usize;
+        let max = self.batch_size;
         let mut out = Vec::new();
         loop {
             while out.len() < max {
@@ -290,7 +318,7 @@ impl Worker {
         let last = rows.last().map(|r| r.seq);
         for row in rows {
             let event = LogEvent::new(row.seq, row.event_id, row.body);
-            if webhook_matches(&self.webhook.spec.event_filters.0, &event.facts) {
+            if webhook_matches(&self.filters, &event.facts) {
                 self.backlog.push_back(Arc::new(event));
             }
         }
@@ -303,6 +331,9 @@ impl Worker {
 
     /// One attempt of the pending batch; false when the lease is gone.
     async fn attempt(&mut self, batch: PendingBatch) -> anyhow::Result<bool> {
+        let Some(webhook) = self.definition().await? else {
+            return Ok(false);
+        };
         let events = match self.batch_events.take() {
             Some(events) => events,
             None => self
@@ -315,7 +346,7 @@ impl Worker {
                 .collect(),
         };
         let attempted_at = self.ctx.clock.now_ms();
-        let (sent, request_bytes) = self.send(&batch, &events).await;
+        let (sent, request_bytes) = self.send(&webhook, &batch, &events).await;
         let now = self.ctx.clock.now_ms();
         let next = after_attempt(
             &self.state,
@@ -331,7 +362,7 @@ impl Worker {
             delivery_id: batch.delivery_id,
             attempt: batch.attempts + 1,
             event_ids: batch.event_ids.clone(),
-            url: self.webhook.spec.webhook_config.endpoint.url().to_string(),
+            url: webhook.spec.webhook_config.endpoint.url().to_string(),
             request_bytes,
             status_code: sent.result.status_code,
             response_excerpt: sent.response_excerpt.clone(),
@@ -386,7 +417,12 @@ impl Worker {
     }
 
     /// Formats, signs and sends a batch. Returns the outcome and the body size.
-    async fn send(&self, batch: &PendingBatch, events: &[Arc<LogEvent>]) -> (Sent, i64) {
+    async fn send(
+        &self,
+        webhook: &Webhook,
+        batch: &PendingBatch,
+        events: &[Arc<LogEvent>],
+    ) -> (Sent, i64) {
         if events.is_empty() {
             let nothing_to_send = AttemptResult {
                 status_code: None,
@@ -396,21 +432,16 @@ impl Worker {
             return (Sent::unsent(nothing_to_send), 0);
         }
         let now = self.ctx.clock.now_ms();
-        let request = match build_request(
-            &self.webhook,
-            events,
-            batch.delivery_id,
-            batch.attempts + 1,
-            now,
-        ) {
-            Ok(request) => request,
-            Err(reason) => {
-                return (
-                    Sent::unsent(AttemptResult::error(ErrorKind::Render, reason)),
-                    0,
-                );
-            }
-        };
+        let request =
+            match build_request(webhook, events, batch.delivery_id, batch.attempts + 1, now) {
+                Ok(request) => request,
+                Err(reason) => {
+                    return (
+                        Sent::unsent(AttemptResult::error(ErrorKind::Render, reason)),
+                        0,
+                    );
+                }
+            };
         let size = request.body.len() as i64;
         let _permit = self.ctx.in_flight.acquire().await;
         (self.ctx.sender.send(request).await, size)

@@ -1,7 +1,8 @@
 //! One worker per webhook this instance holds the lease of. It delivers in log order, one
 //! batch at a time: it persists the batch, formats, signs and sends it, then records the
-//! attempt and the state it leads to in one transaction. A failed batch is retried as it
-//! was (same events, same delivery id) on the schedule; nothing moves past it.
+//! attempt and the state it leads to in one transaction (shared with other workers by the
+//! [`super::recorder`]; after a success it also persists the next batch). A failed batch is
+//! retried as it was (same events, same delivery id) on the schedule; nothing moves past it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -82,12 +83,9 @@ impl Worker {
         wake: Arc<Notify>,
         stop: CancellationToken,
     ) -> anyhow::Result<Option<Self>> {
-        let Some(webhook) = ctx.store.webhook(id).await? else {
+        let Some(webhook) = deliverable(&ctx, id).await? else {
             return Ok(None);
         };
-        if webhook.deleted || !webhook.spec.enabled {
-            return Ok(None);
-        }
         let Some(state) = ctx.store.dispatch_state(id).await? else {
             return Ok(None);
         };
@@ -177,13 +175,13 @@ impl Worker {
     ) -> anyhow::Result<bool> {
         let write = DispatchWrite {
             webhook_id: self.id,
-            state,
+            state: state.clone(),
             attempt,
         };
-        if !self.ctx.recorder.record(write.clone()).await? {
+        if !self.ctx.recorder.record(write).await? {
             return Ok(false);
         }
-        self.state = write.state;
+        self.state = state;
         Ok(true)
     }
 
@@ -213,12 +211,9 @@ impl Worker {
 
     /// Reads the webhook and its state again; false when it should no longer be delivered.
     async fn reload(&mut self) -> anyhow::Result<bool> {
-        let Some(webhook) = self.ctx.store.webhook(self.id).await? else {
+        let Some(webhook) = deliverable(&self.ctx, self.id).await? else {
             return Ok(false);
         };
-        if webhook.deleted || !webhook.spec.enabled {
-            return Ok(false);
-        }
         let Some(state) = self.ctx.store.dispatch_state(self.id).await? else {
             return Ok(false);
         };
@@ -238,12 +233,9 @@ impl Worker {
     /// should no longer be delivered.
     async fn definition(&mut self) -> anyhow::Result<Option<Arc<Webhook>>> {
         if self.webhook.is_none() {
-            let Some(webhook) = self.ctx.store.webhook(self.id).await? else {
+            let Some(webhook) = deliverable(&self.ctx, self.id).await? else {
                 return Ok(None);
             };
-            if webhook.deleted || !webhook.spec.enabled {
-                return Ok(None);
-            }
             self.adopt(webhook);
         }
         Ok(self.webhook.clone())
@@ -394,19 +386,21 @@ impl Worker {
                 next_events = Some(events);
             }
         }
-        let failed = next.batch.is_some() && next_events.is_none();
-        if !self.record(next, Some(record.clone())).await? {
+        // Failed: the same batch stays pending, to be retried.
+        let retrying = next.batch.is_some() && next_events.is_none();
+        let attempt_number = record.attempt;
+        if !self.record(next, Some(record)).await? {
             return Ok(false);
         }
         self.ctx.metrics.delivered(outcome, sent.duration_ms);
         tracing::debug!(
-            webhook.id = %self.id, delivery.id = %batch.delivery_id, attempt = record.attempt,
+            webhook.id = %self.id, delivery.id = %batch.delivery_id, attempt = attempt_number,
             outcome = outcome.as_str(), status = ?sent.result.status_code, ms = sent.duration_ms, "delivery attempt"
         );
-        if failed {
+        if retrying {
             self.batch_events = Some(events);
             tracing::info!(
-                webhook.id = %self.id, delivery.id = %batch.delivery_id, attempt = record.attempt,
+                webhook.id = %self.id, delivery.id = %batch.delivery_id, attempt = attempt_number,
                 status = self.state.status.as_str(), reason = ?sent.result.reason, "delivery failed"
             );
         } else {
@@ -446,6 +440,15 @@ impl Worker {
         let _permit = self.ctx.in_flight.acquire().await;
         (self.ctx.sender.send(request).await, size)
     }
+}
+
+/// The webhook, unless it is gone, disabled or soft-deleted (then it is not delivered).
+async fn deliverable(ctx: &Context, id: Uuid) -> anyhow::Result<Option<Webhook>> {
+    Ok(ctx
+        .store
+        .webhook(id)
+        .await?
+        .filter(|w| !w.deleted && w.spec.enabled))
 }
 
 /// A new batch of these events, not attempted yet.

@@ -94,7 +94,7 @@ pub async fn start(args: &ServeArgs, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         store.clone(),
         clock.clone(),
         metrics.clone(),
-        Arc::new(move || wake.events_committed()),
+        Arc::new(move |events, appended| wake.events_committed(events, appended)),
     );
     let state = Arc::new(AppState {
         store: store.clone(),

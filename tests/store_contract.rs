@@ -396,15 +396,27 @@ mod log {
         assert_eq!(store.log_head().await.unwrap(), 0);
         let batch: Vec<_> = (0..5).map(event).collect();
         let first = store.append_events(&batch, 10).await.unwrap();
-        assert_eq!(first, [Some(1), Some(2), Some(3), Some(4), Some(5)]);
+        assert_eq!(
+            first.positions,
+            [Some(1), Some(2), Some(3), Some(4), Some(5)]
+        );
+        assert_eq!((first.from, first.to), (0, 5));
         // A repeat, within a batch and across batches, is acknowledged and not stored.
         let again = vec![batch[1].clone(), event(6), event(6), batch[4].clone()];
         let mut same = again.clone();
         same[2] = same[1].clone();
         let second = store.append_events(&same, 20).await.unwrap();
-        assert_eq!((second[0], second[2], second[3]), (None, None, None));
-        let new_seq = second[1].unwrap();
-        assert!(new_seq > 5);
+        let second_at = &second.positions;
+        assert_eq!(
+            (second_at[0], second_at[2], second_at[3]),
+            (None, None, None)
+        );
+        let new_seq = second_at[1].unwrap();
+        // The append's range starts where the first one ended and holds its one new event;
+        // the head is where it ended.
+        assert_eq!(second.from, 5);
+        assert!(second.from < new_seq && new_seq <= second.to);
+        assert_eq!(store.log_head().await.unwrap(), second.to);
         let read = store.read_events(0, i64::MAX, 100).await.unwrap();
         assert_eq!(read.len(), 6);
         assert!(read.windows(2).all(|w| w[0].seq < w[1].seq));
@@ -431,12 +443,14 @@ mod log {
             handles.push(tokio::spawn(async move {
                 let store = store::connect(&url).await.unwrap();
                 let mut ids = Vec::new();
+                let mut ranges = Vec::new();
                 for round in 0..per_writer / 3 {
                     let batch: Vec<_> = (0..3).map(|k| event(w * 1000 + round * 3 + k)).collect();
                     ids.extend(batch.iter().map(|e| e.event_id));
-                    store.append_events(&batch, 1).await.unwrap();
+                    let appended = store.append_events(&batch, 1).await.unwrap();
+                    ranges.push((appended.from, appended.to));
                 }
-                ids
+                (ids, ranges)
             }));
         }
         let reader = store::connect(&db.url).await.unwrap();
@@ -460,12 +474,23 @@ mod log {
             }
         }
         let mut written = Vec::new();
+        let mut ranges = Vec::new();
         for h in handles {
-            written.extend(h.await.unwrap());
+            let (ids, taken) = h.await.unwrap();
+            written.extend(ids);
+            ranges.extend(taken);
         }
         written.sort();
         seen.sort();
         assert_eq!(seen, written, "every committed event was read exactly once");
+        // The ranges appends report tile the log: the dispatcher routes an append from
+        // memory when it begins where the router stands, so no two may overlap.
+        ranges.sort();
+        assert_eq!(ranges.first().map(|r| r.0), Some(0));
+        assert!(
+            ranges.windows(2).all(|w| w[0].1 == w[1].0),
+            "append ranges overlap or leave holes: {ranges:?}"
+        );
     }
 
     pub async fn leases_go_to_one_live_instance(backend: Backend) {

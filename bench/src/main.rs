@@ -43,6 +43,16 @@ struct Args {
     /// Where the results go as JSON.
     #[arg(long, default_value = "bench-results.json")]
     json: PathBuf,
+    /// An environment variable for the outhook process, `NAME=value` (repeatable), to
+    /// compare settings without touching the benchmark's own process.
+    #[arg(long = "server-env", value_parser = parse_env)]
+    server_env: Vec<(String, String)>,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s}: expected NAME=value"))
 }
 
 fn now_nanos() -> u128 {
@@ -159,6 +169,51 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
+/// How long one durable commit takes here, median of 300: every delivery waits for one,
+/// so the figures of two machines (or two days) compare only next to it. PostgreSQL: a
+/// one-row insert in its own transaction.
+async fn postgres_commit_us(postgres: &str) -> anyhow::Result<f64> {
+    let mut conn = sqlx::PgConnection::connect(postgres)
+        .await
+        .context("connecting to PostgreSQL")?;
+    sqlx::query("CREATE TEMP TABLE commit_probe (n int)")
+        .execute(&mut conn)
+        .await?;
+    let mut took = Vec::with_capacity(COMMIT_PROBES);
+    for n in 0..COMMIT_PROBES as i32 {
+        let t = Instant::now();
+        sqlx::query("INSERT INTO commit_probe VALUES ($1)")
+            .bind(n)
+            .execute(&mut conn)
+            .await?;
+        took.push(t.elapsed().as_micros() as u64);
+    }
+    took.sort_unstable();
+    Ok(percentile(&took, 0.5) * 1000.0)
+}
+
+/// The disk's side of a commit: a 4 KiB write and `fdatasync`, what a SQLite commit in WAL
+/// mode with `synchronous=FULL` waits for. Median of 300, in µs.
+fn disk_sync_us() -> anyhow::Result<f64> {
+    use std::io::Write;
+    let path = std::env::temp_dir().join(format!("outhook_bench_sync_{}", Uuid::new_v4().simple()));
+    let mut file = std::fs::File::create(&path)?;
+    let page = [7u8; 4096];
+    let mut took = Vec::with_capacity(COMMIT_PROBES);
+    for _ in 0..COMMIT_PROBES {
+        let t = Instant::now();
+        file.write_all(&page)?;
+        file.sync_data()?;
+        took.push(t.elapsed().as_micros() as u64);
+    }
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    took.sort_unstable();
+    Ok(percentile(&took, 0.5) * 1000.0)
+}
+
+const COMMIT_PROBES: usize = 300;
+
 /// Requests per second the receiver answers on its own (so it is not the bottleneck).
 async fn receiver_ceiling(url: &str) -> f64 {
     let client = reqwest::Client::new();
@@ -200,7 +255,11 @@ struct Api {
 }
 
 impl Outhook {
-    async fn start(binary: &PathBuf, database_url: &str) -> anyhow::Result<Self> {
+    async fn start(
+        binary: &PathBuf,
+        database_url: &str,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -225,6 +284,7 @@ impl Outhook {
             ])
             .args(["--max-events-per-request", "1000"])
             .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -699,7 +759,7 @@ async fn run(
     base: &str,
 ) -> anyhow::Result<Figures> {
     let db = Db::fresh(backend, &args.postgres).await?;
-    let outhook = Outhook::start(binary, &db.url).await?;
+    let outhook = Outhook::start(binary, &db.url, &args.server_env).await?;
     let ok = format!("{base}/ok");
     let result = match workload {
         "w1" => fan_out(&outhook, rx, &ok, 1, 10, 10).await,
@@ -741,6 +801,15 @@ async fn main() -> anyhow::Result<()> {
     let base = format!("http://{addr}");
     let ceiling = receiver_ceiling(&format!("{base}/ok")).await;
     eprintln!("receiver ceiling: {ceiling:.0} requests/s");
+    let pg_commit_us = if args.backend == "sqlite" {
+        f64::NAN
+    } else {
+        postgres_commit_us(&args.postgres).await?
+    };
+    let disk_sync_us = disk_sync_us()?;
+    eprintln!(
+        "one durable commit: PostgreSQL {pg_commit_us:.0} µs, disk write+fdatasync {disk_sync_us:.0} µs"
+    );
     let backends: Vec<&str> = match args.backend.as_str() {
         "both" => vec!["postgres", "sqlite"],
         one => vec![one],
@@ -769,6 +838,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let report = json!({
         "receiver_ceiling_requests_per_s": ceiling,
+        "postgres_commit_us": pg_commit_us,
+        "disk_sync_us": disk_sync_us,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "results": results,
     });

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use crate::clock::Clock;
 use crate::dispatch::metrics::Metrics;
 use crate::domain::event::NewEvent;
-use crate::store::{Store, StoreError};
+use crate::store::{Appended, Store, StoreError};
 
 /// Most events written in one transaction.
 const MAX_GROUP_EVENTS: usize = 10_000;
@@ -23,6 +23,10 @@ struct Job {
     events: Vec<NewEvent>,
     reply: oneshot::Sender<Result<Vec<Option<i64>>, Arc<StoreError>>>,
 }
+
+/// Runs after each commit with the events written and where they went (to hand them to the
+/// dispatcher without reading them back).
+pub type OnCommit = Arc<dyn Fn(Vec<NewEvent>, &Appended) + Send + Sync>;
 
 /// Hands events to the group-commit writer.
 #[derive(Clone)]
@@ -39,12 +43,13 @@ pub enum IngestError {
 }
 
 impl Ingestor {
-    /// Starts the writer; `committed` runs after each commit (to wake the dispatcher).
+    /// Starts the writer; `committed` runs after each commit, once the publishers have
+    /// their answers.
     pub fn start(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
-        committed: Arc<dyn Fn() + Send + Sync>,
+        committed: OnCommit,
     ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let task = tokio::spawn(write(rx, store, clock, metrics, committed));
@@ -71,7 +76,7 @@ async fn write(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
-    committed: Arc<dyn Fn() + Send + Sync>,
+    committed: OnCommit,
 ) {
     while let Some(first) = rx.recv().await {
         let mut count = first.events.len();
@@ -94,16 +99,15 @@ async fn write(
             replies.push(job.reply);
         }
         match store.append_events(&all, clock.now_ms()).await {
-            Ok(positions) => {
+            Ok(appended) => {
+                let positions = &appended.positions;
                 let stored = positions.iter().filter(|p| p.is_some()).count() as u64;
                 metrics.ingested(stored, positions.len() as u64 - stored);
-                if stored > 0 {
-                    committed();
-                }
-                let mut rest = positions.into_iter();
+                let mut rest = positions.iter().copied();
                 for (reply, size) in replies.into_iter().zip(sizes) {
                     let _ = reply.send(Ok(rest.by_ref().take(size).collect()));
                 }
+                committed(all, &appended);
             }
             Err(err) => {
                 tracing::error!(error = %err, events = all.len(), "appending to the event log failed");

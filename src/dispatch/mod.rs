@@ -26,8 +26,9 @@ use uuid::Uuid;
 
 use crate::clock::{Clock, Millis, SystemClock};
 use crate::domain::delivery::{AttemptResult, ErrorKind};
+use crate::domain::event::NewEvent;
 use crate::domain::webhook::Webhook;
-use crate::store::Store;
+use crate::store::{Appended, Store};
 use metrics::Metrics;
 use recorder::Recorder;
 use router::{LogEvent, Router};
@@ -113,7 +114,15 @@ impl Dispatcher {
             )),
             {
                 let (ctx, wake, stop) = (ctx.clone(), scanner_wake.clone(), stop.clone());
-                tokio::spawn(async move { ctx.store.listen(wake, changed_tx, stop).await })
+                // This instance's own appends are routed as they commit: their notifications
+                // find the router already past them and wake nothing.
+                let router_ctx = ctx.clone();
+                let committed = Arc::new(move |head: i64| {
+                    if head > router_ctx.router.position() {
+                        wake.notify_one();
+                    }
+                });
+                tokio::spawn(async move { ctx.store.listen(committed, changed_tx, stop).await })
             },
         ];
         tracing::info!(instance = %ctx.instance, position, "dispatcher started");
@@ -126,9 +135,26 @@ impl Dispatcher {
         })
     }
 
-    /// New events were committed here: route them now rather than at the next poll.
-    pub fn events_committed(&self) {
-        self.scanner_wake.notify_one();
+    /// New events were committed here: route them now, from memory when the router stands
+    /// where this append began (the usual case with one instance), from the log otherwise.
+    pub fn events_committed(&self, events: Vec<NewEvent>, appended: &Appended) {
+        let build = || {
+            events
+                .into_iter()
+                .zip(&appended.positions)
+                .filter_map(|(event, position)| {
+                    position.map(|seq| Arc::new(LogEvent::new(seq, event.event_id, event.body)))
+                })
+                .collect()
+        };
+        match self
+            .ctx
+            .router
+            .route_appended(appended.from, appended.to, build)
+        {
+            Some(woken) => woken.iter().for_each(|w| w.notify_one()),
+            None => self.scanner_wake.notify_one(),
+        }
     }
 
     /// A webhook was created or changed here: routing uses its filters at once, its worker

@@ -148,39 +148,39 @@ impl Router {
     /// returns the wake-ups to send once the lock is released.
     pub fn route(&self, events: &[Arc<LogEvent>]) -> Vec<Arc<Notify>> {
         let mut state = self.lock();
-        let mut woken: Vec<Uuid> = Vec::new();
-        for event in events {
-            if event.seq <= state.position {
-                continue;
+        route_locked(&mut state, events)
+    }
+
+    /// Routes the events of one append that took the positions after `from` up to `to`,
+    /// if the router stands exactly at `from`. Otherwise (another instance appended in
+    /// between, or the scanner got there first) it does nothing and returns `None`: the
+    /// scanner reads the log instead. `build` makes the events, outside the lock, and only
+    /// when some webhook could want them.
+    pub fn route_appended(
+        &self,
+        from: i64,
+        to: i64,
+        build: impl FnOnce() -> Vec<Arc<LogEvent>>,
+    ) -> Option<Vec<Arc<Notify>>> {
+        {
+            let mut state = self.lock();
+            if state.position != from {
+                return None;
             }
-            if let Some(event_type) = event.facts.event_type {
-                for id in state.index.candidates(event_type, &event.facts.entity_type) {
-                    let Some(slot) = state.slots.get_mut(&id) else {
-                        continue;
-                    };
-                    if event.seq <= slot.live_from
-                        || slot.overflowed
-                        || !webhook_matches(&slot.filters, &event.facts)
-                    {
-                        continue;
-                    }
-                    if slot.inbox.len() >= INBOX_CAPACITY {
-                        slot.overflowed = true;
-                    } else {
-                        slot.inbox.push_back(event.clone());
-                    }
-                    slot.idle = false;
-                    if !woken.contains(&id) {
-                        woken.push(id);
-                    }
-                }
+            if state.slots.is_empty() {
+                state.position = to;
+                return Some(Vec::new());
             }
-            state.position = event.seq;
         }
-        woken
-            .iter()
-            .filter_map(|id| state.slots.get(id).map(|s| s.wake.clone()))
-            .collect()
+        let events = build();
+        let mut state = self.lock();
+        if state.position != from {
+            return None;
+        }
+        let woken = route_locked(&mut state, &events);
+        // Positions the append took but no event got (eventIds already in the log).
+        state.position = state.position.max(to);
+        Some(woken)
     }
 
     pub fn live_from(&self, id: Uuid) -> Option<i64> {
@@ -319,6 +319,44 @@ impl Router {
     }
 }
 
+/// Hands each event after the router's position to the inboxes of the webhooks it
+/// matches; returns the workers to wake.
+fn route_locked(state: &mut State, events: &[Arc<LogEvent>]) -> Vec<Arc<Notify>> {
+    let mut woken: Vec<Uuid> = Vec::new();
+    for event in events {
+        if event.seq <= state.position {
+            continue;
+        }
+        if let Some(event_type) = event.facts.event_type {
+            for id in state.index.candidates(event_type, &event.facts.entity_type) {
+                let Some(slot) = state.slots.get_mut(&id) else {
+                    continue;
+                };
+                if event.seq <= slot.live_from
+                    || slot.overflowed
+                    || !webhook_matches(&slot.filters, &event.facts)
+                {
+                    continue;
+                }
+                if slot.inbox.len() >= INBOX_CAPACITY {
+                    slot.overflowed = true;
+                } else {
+                    slot.inbox.push_back(event.clone());
+                }
+                slot.idle = false;
+                if !woken.contains(&id) {
+                    woken.push(id);
+                }
+            }
+        }
+        state.position = event.seq;
+    }
+    woken
+        .iter()
+        .filter_map(|id| state.slots.get(id).map(|s| s.wake.clone()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,6 +371,43 @@ mod tests {
 
     fn filters(v: serde_json::Value) -> Vec<EventFilter> {
         serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn an_append_is_routed_from_memory_only_where_the_router_stands() {
+        let router = Router::new(10);
+        // Nobody to route to: the position moves over the append without building events.
+        let built = std::cell::Cell::new(false);
+        let woken = router.route_appended(10, 12, || {
+            built.set(true);
+            Vec::new()
+        });
+        assert_eq!(woken.map(|w| w.len()), Some(0));
+        assert!(!built.get());
+        assert_eq!(router.position(), 12);
+
+        let id = Uuid::new_v4();
+        let wake = Arc::new(Notify::new());
+        router.register(
+            id,
+            "t".into(),
+            filters(json!([{"eventType": "entityCreated"}])),
+            wake,
+            12,
+        );
+        // Another append (another instance's) is between: the scanner reads the log.
+        assert!(
+            router
+                .route_appended(13, 14, || vec![event(14, "entityCreated", "table")])
+                .is_none()
+        );
+        assert_eq!(router.position(), 12);
+        // Positions 13 and 15 went to eventIds already in the log: the append still ends at 15.
+        let woken = router.route_appended(12, 15, || vec![event(14, "entityCreated", "table")]);
+        assert_eq!(woken.map(|w| w.len()), Some(1));
+        assert_eq!(router.position(), 15);
+        let taken = router.take(id, 10, 12);
+        assert_eq!(taken.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [14]);
     }
 
     #[test]

@@ -142,6 +142,17 @@ impl Page<Webhook> {
 }
 
 /// The storage contract. Every method is one transaction.
+/// What one append did to the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Appended {
+    /// Each event's position; `None` for an eventId already in the log.
+    pub positions: Vec<Option<i64>>,
+    /// The append took every position after `from` up to `to` (the log head it left):
+    /// none of them belongs to another append, and the ones no event got stay empty.
+    pub from: i64,
+    pub to: i64,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// `"postgres"` or `"sqlite"`.
@@ -197,11 +208,8 @@ pub trait Store: Send + Sync + 'static {
     /// Appends events in one transaction and returns each one's log position, or `None` for
     /// an event whose eventId is already in the log (or earlier in `events`). Positions
     /// become visible in increasing order, whatever the number of concurrent writers.
-    async fn append_events(
-        &self,
-        events: &[NewEvent],
-        now: Millis,
-    ) -> Result<Vec<Option<i64>>, StoreError>;
+    async fn append_events(&self, events: &[NewEvent], now: Millis)
+    -> Result<Appended, StoreError>;
 
     /// The highest position handed out so far.
     async fn log_head(&self) -> Result<i64, StoreError>;
@@ -279,11 +287,12 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- wake-ups between instances ----
 
-    /// Until `stop`: wakes `events` when another instance commits events and sends the id
-    /// of a webhook another instance changed. Only a wake-up: polling stays behind it.
+    /// Until `stop`: calls `events` with the log head a commit reached (any instance's;
+    /// `i64::MAX` when commits may have been missed) and sends the id of a webhook another
+    /// instance changed. Only a wake-up: polling stays behind it.
     async fn listen(
         &self,
-        events: Arc<tokio::sync::Notify>,
+        events: Arc<dyn Fn(i64) + Send + Sync>,
         webhooks: tokio::sync::mpsc::UnboundedSender<Uuid>,
         stop: tokio_util::sync::CancellationToken,
     );

@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use super::rows::{AttemptRow, DispatchRow, TokenRow, WebhookRow};
 use super::{
-    Cursor, DispatchWrite, Page, Store, StoreError, StoredEvent, WebhookQuery, first_occurrences,
-    migrate, unique_as_conflict,
+    Appended, Cursor, DispatchWrite, Page, Store, StoreError, StoredEvent, WebhookQuery,
+    first_occurrences, migrate, unique_as_conflict,
 };
 use crate::clock::Millis;
 use crate::domain::change::Version;
@@ -311,7 +311,7 @@ impl Store for PgStore {
         &self,
         events: &[NewEvent],
         now: Millis,
-    ) -> Result<Vec<Option<i64>>, StoreError> {
+    ) -> Result<Appended, StoreError> {
         let fresh = first_occurrences(events);
         let pick =
             |f: fn(&NewEvent) -> String| fresh.iter().map(|&i| f(&events[i])).collect::<Vec<_>>();
@@ -348,7 +348,11 @@ impl Store for PgStore {
         for (k, &i) in fresh.iter().enumerate() {
             positions[i] = inserted.contains(&seqs[k]).then_some(seqs[k]);
         }
-        Ok(positions)
+        Ok(Appended {
+            positions,
+            from: first - 1,
+            to: last,
+        })
     }
 
     async fn log_head(&self) -> Result<i64, StoreError> {
@@ -634,7 +638,7 @@ impl Store for PgStore {
 
     async fn listen(
         &self,
-        events: Arc<tokio::sync::Notify>,
+        events: Arc<dyn Fn(i64) + Send + Sync>,
         webhooks: tokio::sync::mpsc::UnboundedSender<Uuid>,
         stop: tokio_util::sync::CancellationToken,
     ) {
@@ -645,11 +649,11 @@ impl Store for PgStore {
                     .listen_all(["outhook_events", "outhook_webhooks"])
                     .await?;
                 // Anything committed while we were not listening is found by the next read.
-                events.notify_one();
+                events(i64::MAX);
                 loop {
                     let note = listener.recv().await?;
                     match note.channel() {
-                        "outhook_events" => events.notify_one(),
+                        "outhook_events" => events(note.payload().parse().unwrap_or(i64::MAX)),
                         _ => {
                             if let Ok(id) = Uuid::parse_str(note.payload()) {
                                 let _ = webhooks.send(id);

@@ -17,8 +17,8 @@ use uuid::Uuid;
 
 use super::rows::{AttemptRow, DispatchRow, TokenRow, WebhookRow};
 use super::{
-    Cursor, DispatchWrite, Page, Store, StoreError, StoredEvent, WebhookQuery, first_occurrences,
-    migrate, unique_as_conflict,
+    Appended, Cursor, DispatchWrite, Page, Store, StoreError, StoredEvent, WebhookQuery,
+    first_occurrences, migrate, unique_as_conflict,
 };
 use crate::clock::Millis;
 use crate::domain::change::Version;
@@ -330,7 +330,7 @@ impl Store for SqliteStore {
         &self,
         events: &[NewEvent],
         now: Millis,
-    ) -> Result<Vec<Option<i64>>, StoreError> {
+    ) -> Result<Appended, StoreError> {
         let fresh = first_occurrences(events);
         let mut tx = self.pool.begin().await?;
         let last: i64 = sqlx::query_scalar(
@@ -374,7 +374,11 @@ impl Store for SqliteStore {
             let seq = first + k as i64;
             positions[i] = inserted.contains(&seq).then_some(seq);
         }
-        Ok(positions)
+        Ok(Appended {
+            positions,
+            from: first - 1,
+            to: last,
+        })
     }
 
     async fn log_head(&self) -> Result<i64, StoreError> {
@@ -663,7 +667,7 @@ impl Store for SqliteStore {
     /// One process owns a SQLite file in practice; other processes' changes are found by polling.
     async fn listen(
         &self,
-        _events: std::sync::Arc<tokio::sync::Notify>,
+        _events: std::sync::Arc<dyn Fn(i64) + Send + Sync>,
         _webhooks: tokio::sync::mpsc::UnboundedSender<Uuid>,
         stop: tokio_util::sync::CancellationToken,
     ) {

@@ -31,8 +31,9 @@ struct Args {
     /// postgres, sqlite or both.
     #[arg(long, default_value = "postgres")]
     backend: String,
-    /// Which workloads, comma-separated: w1 (batchSize 1), w1b10, w2, w3, w4, w5, w6.
-    #[arg(long, default_value = "w1,w1b10,w2,w3,w4,w5,w6")]
+    /// Which workloads, comma-separated: w1 (batchSize 1), w1b10, w2, w3 (default batchSize),
+    /// w3b1, w4, w5, w6.
+    #[arg(long, default_value = "w1,w1b10,w2,w3,w3b1,w4,w5,w6")]
     workloads: String,
     /// A PostgreSQL server where fresh databases can be created.
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
@@ -395,14 +396,18 @@ impl Api {
         &self,
         name: &str,
         url: &str,
-        batch: u32,
+        batch: Option<u32>,
         entities: &str,
     ) -> anyhow::Result<String> {
-        let body = json!({
-            "name": name, "webhookType": "Generic", "batchSize": batch,
+        let mut body = json!({
+            "name": name, "webhookType": "Generic",
             "eventFilters": [{"eventType": "entityCreated", "entities": [entities]}],
             "webhookConfig": {"endpoint": url, "timeout": 10}
         });
+        // Without a batch size the webhook gets outhook's default (10).
+        if let Some(batch) = batch {
+            body["batchSize"] = json!(batch);
+        }
         let created = self
             .call(reqwest::Method::POST, "/api/v1/webhooks", Some(body))
             .await?;
@@ -565,7 +570,7 @@ async fn fan_out(
             let mut i = worker;
             while i < hooks {
                 let entities = if i < matching { "table" } else { "dashboard" };
-                me.create_webhook(&format!("hook{i}"), &ok, batch, entities)
+                me.create_webhook(&format!("hook{i}"), &ok, Some(batch), entities)
                     .await?;
                 created.fetch_add(1, Ordering::Relaxed);
                 i += 16;
@@ -624,7 +629,7 @@ async fn steady(
 ) -> anyhow::Result<Figures> {
     outhook
         .api()
-        .create_webhook("steady", ok, 1, "table")
+        .create_webhook("steady", ok, Some(1), "table")
         .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     rx.reset();
@@ -660,17 +665,23 @@ async fn steady(
     Ok(figures)
 }
 
+/// W3: a slow endpoint beside a fast one. The workload names no batch size, so both
+/// webhooks get the default; `w3b1` runs it with batchSize 1.
 async fn isolation(
     outhook: &Outhook,
     rx: &Receiver,
     ok: &str,
     slow: &str,
+    batch: Option<u32>,
 ) -> anyhow::Result<Figures> {
     outhook
         .api()
-        .create_webhook("slow", slow, 1, "table")
+        .create_webhook("slow", slow, batch, "table")
         .await?;
-    outhook.api().create_webhook("fast", ok, 1, "table").await?;
+    outhook
+        .api()
+        .create_webhook("fast", ok, batch, "table")
+        .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     rx.reset();
     let total = 2000;
@@ -704,7 +715,7 @@ async fn isolation(
 async fn catch_up(outhook: &Outhook, rx: &Receiver, ok: &str) -> anyhow::Result<Figures> {
     let id = outhook
         .api()
-        .create_webhook("behind", ok, 100, "table")
+        .create_webhook("behind", ok, Some(100), "table")
         .await?;
     let patch = |enabled: bool| json!([{"op": "replace", "path": "/enabled", "value": enabled}]);
     outhook
@@ -765,7 +776,8 @@ async fn run(
         "w1" => fan_out(&outhook, rx, &ok, 1, 10, 10).await,
         "w1b10" => fan_out(&outhook, rx, &ok, 10, 10, 10).await,
         "w2" => steady(&outhook, rx, &ok, args.w2_seconds).await,
-        "w3" => isolation(&outhook, rx, &ok, &format!("{base}/slow")).await,
+        "w3" => isolation(&outhook, rx, &ok, &format!("{base}/slow"), None).await,
+        "w3b1" => isolation(&outhook, rx, &ok, &format!("{base}/slow"), Some(1)).await,
         "w4" => fan_out(&outhook, rx, &ok, 1, 10_000, 10).await,
         "w5" => catch_up(&outhook, rx, &ok).await,
         "w6" => bulk(&outhook).await,

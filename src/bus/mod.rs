@@ -26,7 +26,7 @@ struct Job {
 
 /// Runs after each commit with the events written and where they went (to hand them to the
 /// dispatcher without reading them back).
-pub type OnCommit = Arc<dyn Fn(Vec<NewEvent>, &Appended) + Send + Sync>;
+pub type OnCommit = Arc<dyn Fn(Vec<NewEvent>, Appended) + Send + Sync>;
 
 /// Hands events to the group-commit writer.
 #[derive(Clone)]
@@ -107,7 +107,7 @@ async fn write(
                 for (reply, size) in replies.into_iter().zip(sizes) {
                     let _ = reply.send(Ok(rest.by_ref().take(size).collect()));
                 }
-                committed(all, &appended);
+                committed(all, appended);
             }
             Err(err) => {
                 tracing::error!(error = %err, events = all.len(), "appending to the event log failed");

@@ -73,7 +73,12 @@ pub struct Dispatcher {
     lease_wake: Arc<Notify>,
     stop: CancellationToken,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// Committed appends on their way to the router, in commit order.
+    appends: mpsc::Sender<(Vec<NewEvent>, Appended)>,
 }
+
+/// Committed appends waiting to be routed from memory, at most.
+const APPENDS_QUEUE: usize = 256;
 
 impl Dispatcher {
     pub async fn start(
@@ -102,7 +107,14 @@ impl Dispatcher {
         let scanner_wake = Arc::new(Notify::new());
         let lease_wake = Arc::new(Notify::new());
         let (changed_tx, changed_rx) = mpsc::unbounded_channel();
+        let (appends, appends_rx) = mpsc::channel(APPENDS_QUEUE);
         let tasks = vec![
+            tokio::spawn(route_appends(
+                ctx.clone(),
+                scanner_wake.clone(),
+                appends_rx,
+                stop.clone(),
+            )),
             tokio::spawn(scan(ctx.clone(), scanner_wake.clone(), stop.clone())),
             tokio::spawn(hold_leases(ctx.clone(), lease_wake.clone(), stop.clone())),
             tokio::spawn(prune(ctx.clone(), stop.clone())),
@@ -132,28 +144,17 @@ impl Dispatcher {
             lease_wake,
             stop,
             tasks: std::sync::Mutex::new(tasks),
+            appends,
         })
     }
 
     /// New events were committed here: route them now, from memory when the router stands
     /// where this append began (the usual case with one instance), from the log otherwise.
-    pub fn events_committed(&self, events: Vec<NewEvent>, appended: &Appended) {
-        let build = || {
-            events
-                .into_iter()
-                .zip(&appended.positions)
-                .filter_map(|(event, position)| {
-                    position.map(|seq| Arc::new(LogEvent::new(seq, event.event_id, event.body)))
-                })
-                .collect()
-        };
-        match self
-            .ctx
-            .router
-            .route_appended(appended.from, appended.to, build)
-        {
-            Some(woken) => woken.iter().for_each(|w| w.notify_one()),
-            None => self.scanner_wake.notify_one(),
+    /// The routing runs on its own task, so the ingestor goes on committing meanwhile.
+    pub fn events_committed(&self, events: Vec<NewEvent>, appended: Appended) {
+        if self.appends.try_send((events, appended)).is_err() {
+            // Routing is behind (or stopping): the scanner reads the log instead.
+            self.scanner_wake.notify_one();
         }
     }
 
@@ -216,6 +217,38 @@ impl Dispatcher {
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
         for task in tasks {
             let _ = task.await;
+        }
+    }
+}
+
+/// Routes this instance's appends from memory, in commit order; an append the router cannot
+/// take (another instance appended in between) sends the scanner to the log.
+async fn route_appends(
+    ctx: Arc<Context>,
+    scanner_wake: Arc<Notify>,
+    mut appends: mpsc::Receiver<(Vec<NewEvent>, Appended)>,
+    stop: CancellationToken,
+) {
+    loop {
+        let (events, appended) = tokio::select! {
+            next = appends.recv() => match next {
+                Some(append) => append,
+                None => return,
+            },
+            _ = stop.cancelled() => return,
+        };
+        let build = || {
+            events
+                .into_iter()
+                .zip(&appended.positions)
+                .filter_map(|(event, position)| {
+                    position.map(|seq| Arc::new(LogEvent::new(seq, event.event_id, event.body)))
+                })
+                .collect()
+        };
+        match ctx.router.route_appended(appended.from, appended.to, build) {
+            Some(woken) => woken.iter().for_each(|w| w.notify_one()),
+            None => scanner_wake.notify_one(),
         }
     }
 }

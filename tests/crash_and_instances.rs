@@ -136,6 +136,76 @@ async fn two_instances_on_one_postgres_share_the_work_without_duplicates() {
     drop(db);
 }
 
+/// A change made through one instance reaches the instance that delivers the webhook (and
+/// an instance does not read its own changes back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_change_made_on_another_instance_reaches_the_one_delivering() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let a = TestApp::start_on(db.share(), &DELIVERY_ARGS, false).await;
+    let b = TestApp::start_on(db.share(), &DELIVERY_ARGS, false).await;
+    let rx = Receiver::start().await;
+    let created = a
+        .create_webhook(webhook(
+            "moving",
+            &rx.url("/hook"),
+            1,
+            json!([{"eventType": "entityCreated"}]),
+        ))
+        .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let uuid = id.parse().unwrap();
+    let delivering = |app: &TestApp| app.running.as_ref().unwrap().dispatcher.is_delivering(uuid);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !delivering(&a) && !delivering(&b) {
+        assert!(Instant::now() < deadline, "no instance took the webhook");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The change goes through the instance that does not deliver it.
+    let (owner, other) = if delivering(&a) { (&a, &b) } else { (&b, &a) };
+    other
+        .patch(
+            &id,
+            json!([{"op": "replace", "path": "/eventFilters", "value": [{"eventType": "entityDeleted"}]}]),
+        )
+        .await;
+    // The owner applies it within its reload: events published after it meet the new filters.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        owner
+            .publish(json!([event("entityCreated", "table", "probe")]))
+            .await;
+        let deleted = owner
+            .publish(json!([event("entityDeleted", "table", "gone")]))
+            .await;
+        let want: HashSet<String> = [deleted["eventIds"][0].as_str().unwrap().to_owned()].into();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let got = rx.requests("/hook");
+        if got
+            .iter()
+            .any(|r| want.contains(r.json()["eventId"].as_str().unwrap_or("")))
+        {
+            // From the first entityDeleted on, no entityCreated arrives any more.
+            let kinds: Vec<String> = got
+                .iter()
+                .map(|r| r.json()["eventType"].as_str().unwrap().to_owned())
+                .collect();
+            let first_deleted = kinds.iter().position(|k| k == "entityDeleted").unwrap();
+            assert!(
+                kinds[first_deleted..].iter().all(|k| k == "entityDeleted"),
+                "old filters applied after the new ones: {kinds:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the owner never applied the change made on the other instance"
+        );
+    }
+    a.stop().await;
+    b.stop().await;
+    drop(db);
+}
+
 /// The real binary, started with the delivery arguments on `db_url`.
 struct Process {
     child: Child,

@@ -1,32 +1,35 @@
 //! Which webhooks could match an event, by (eventType, entity type), so that routing an
 //! event costs what the webhooks that could match it cost, not what all webhooks cost.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use uuid::Uuid;
 
 use crate::domain::webhook::{EventFilter, EventType};
 
+/// Sets, not lists: with thousands of webhooks watching the same key, adding or removing
+/// one (every create or change) must not walk all the others.
 #[derive(Debug, Default)]
 pub struct FilterIndex {
-    exact: HashMap<(EventType, String), Vec<Uuid>>,
-    any_entity: HashMap<EventType, Vec<Uuid>>,
+    /// By event type, then entity type: looked up with the event's `&str`, no key built.
+    exact: HashMap<EventType, HashMap<String, HashSet<Uuid>>>,
+    any_entity: HashMap<EventType, HashSet<Uuid>>,
 }
 
 impl FilterIndex {
     pub fn add(&mut self, id: Uuid, filters: &[EventFilter]) {
         for f in filters {
             for entity in &f.entities.0 {
-                let list = if entity.as_str() == "*" {
+                let set = if entity.as_str() == "*" {
                     self.any_entity.entry(f.event_type).or_default()
                 } else {
                     self.exact
-                        .entry((f.event_type, entity.as_str().to_owned()))
+                        .entry(f.event_type)
+                        .or_default()
+                        .entry(entity.as_str().to_owned())
                         .or_default()
                 };
-                if !list.contains(&id) {
-                    list.push(id);
-                }
+                set.insert(id);
             }
         }
     }
@@ -34,36 +37,44 @@ impl FilterIndex {
     pub fn remove(&mut self, id: Uuid, filters: &[EventFilter]) {
         for f in filters {
             for entity in &f.entities.0 {
-                let list = if entity.as_str() == "*" {
-                    self.any_entity.get_mut(&f.event_type)
-                } else {
-                    self.exact
-                        .get_mut(&(f.event_type, entity.as_str().to_owned()))
-                };
-                if let Some(list) = list {
-                    list.retain(|x| *x != id);
+                if entity.as_str() == "*" {
+                    if let Some(set) = self.any_entity.get_mut(&f.event_type) {
+                        set.remove(&id);
+                        if set.is_empty() {
+                            self.any_entity.remove(&f.event_type);
+                        }
+                    }
+                } else if let Some(by_entity) = self.exact.get_mut(&f.event_type) {
+                    if let Some(set) = by_entity.get_mut(entity.as_str()) {
+                        set.remove(&id);
+                        if set.is_empty() {
+                            by_entity.remove(entity.as_str());
+                        }
+                    }
+                    if by_entity.is_empty() {
+                        self.exact.remove(&f.event_type);
+                    }
                 }
             }
         }
-        self.exact.retain(|_, v| !v.is_empty());
-        self.any_entity.retain(|_, v| !v.is_empty());
     }
 
     /// Webhooks with a filter on this event type and entity type (or `*`), each once.
     pub fn candidates(&self, event_type: EventType, entity_type: &str) -> Vec<Uuid> {
-        let mut out: Vec<Uuid> = Vec::new();
-        // The key is built only when some webhook watches this event type.
-        if let Some(ids) = self.any_entity.get(&event_type) {
-            out.extend(ids);
+        let any = self.any_entity.get(&event_type);
+        let exact = self
+            .exact
+            .get(&event_type)
+            .and_then(|by_entity| by_entity.get(entity_type));
+        match (any, exact) {
+            (None, None) => Vec::new(),
+            (Some(ids), None) | (None, Some(ids)) => ids.iter().copied().collect(),
+            (Some(any), Some(exact)) => any
+                .iter()
+                .chain(exact.iter().filter(|id| !any.contains(id)))
+                .copied()
+                .collect(),
         }
-        if let Some(ids) = self.exact.get(&(event_type, entity_type.to_owned())) {
-            for id in ids {
-                if !out.contains(id) {
-                    out.push(*id);
-                }
-            }
-        }
-        out
     }
 
     pub fn is_empty(&self) -> bool {

@@ -664,6 +664,7 @@ impl Store for PgStore {
 
     async fn listen(
         &self,
+        instance: Uuid,
         events: Arc<dyn Fn(i64) + Send + Sync>,
         webhooks: tokio::sync::mpsc::UnboundedSender<Uuid>,
         stop: tokio_util::sync::CancellationToken,
@@ -680,11 +681,18 @@ impl Store for PgStore {
                     let note = listener.recv().await?;
                     match note.channel() {
                         "outhook_events" => events(note.payload().parse().unwrap_or(i64::MAX)),
-                        _ => {
-                            if let Ok(id) = Uuid::parse_str(note.payload()) {
-                                let _ = webhooks.send(id);
+                        // "<instance> <webhook>": an instance's own changes are applied
+                        // already (with thousands of webhooks created, reading each back
+                        // again kept this instance busy long after).
+                        _ => match note.payload().split_once(' ') {
+                            Some((origin, _)) if origin == instance.to_string() => {}
+                            Some((_, id)) => {
+                                if let Ok(id) = Uuid::parse_str(id) {
+                                    let _ = webhooks.send(id);
+                                }
                             }
-                        }
+                            None => {}
+                        },
                     }
                 }
                 #[allow(unreachable_code)]
@@ -705,9 +713,9 @@ impl Store for PgStore {
         }
     }
 
-    async fn announce_webhook_change(&self, id: Uuid) -> Result<(), StoreError> {
+    async fn announce_webhook_change(&self, instance: Uuid, id: Uuid) -> Result<(), StoreError> {
         sqlx::query("SELECT pg_notify('outhook_webhooks', $1)")
-            .bind(id.to_string())
+            .bind(format!("{instance} {id}"))
             .execute(&self.pool)
             .await?;
         Ok(())

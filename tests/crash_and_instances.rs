@@ -206,6 +206,79 @@ async fn a_filter_change_made_on_another_instance_reaches_the_one_delivering() {
     drop(db);
 }
 
+/// A batch in flight when the process dies goes again after the restart, with the same
+/// events under the same delivery id: a full batch (sent without a commit of its own, since
+/// a restart forms it again from the cursor) as well as a partial one (persisted first).
+async fn a_batch_in_flight_at_a_crash_goes_again_under_its_delivery_id(backend: Backend) {
+    outhook::app::install_crypto_provider();
+    let db = TestDb::new(backend).await;
+    let rx = Receiver::start().await;
+    let client = reqwest::Client::new();
+    let mut process = Process::start(&db.url).await;
+    let (status, _) = call(
+        client
+            .post(format!("{}/api/v1/webhooks", process.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&webhook(
+                "held",
+                &rx.url("/held"),
+                5,
+                json!([{"eventType": "entityCreated"}]),
+            )),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let batch_of = |r: &Received| -> (String, Vec<String>) {
+        let body = r.json();
+        let ids = body.as_array().unwrap().iter();
+        (
+            r.header("x-outhook-delivery-id").unwrap().to_owned(),
+            ids.map(|e| e["eventId"].as_str().unwrap().to_owned())
+                .collect(),
+        )
+    };
+    for (round, events) in [(0, 5), (1, 3)] {
+        // The endpoint holds the request until the process is gone.
+        rx.delay("/held", Duration::from_secs(60));
+        let before = rx.arrivals("/held").len();
+        let batch: Vec<Value> = (0..events)
+            .map(|i| event("entityCreated", "table", &format!("{round}-{i}")))
+            .collect();
+        let (status, _) = call(
+            client
+                .post(format!("{}/api/v1/events", process.base))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&batch),
+        )
+        .await;
+        assert_eq!(status, 202);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while rx.arrivals("/held").len() <= before {
+            assert!(Instant::now() < deadline, "the batch was not sent");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let in_flight = batch_of(&rx.arrivals("/held")[before]);
+        assert_eq!(in_flight.1.len(), events);
+        process.kill();
+        rx.delay("/held", Duration::ZERO);
+        process = Process::start(&db.url).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let again: Vec<_> = rx.requests("/held").iter().map(batch_of).collect();
+            if let Some(resent) = again.iter().find(|b| b.1 == in_flight.1) {
+                assert_eq!(resent.0, in_flight.0, "round {round}: a new delivery id");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the batch in flight never went again: {again:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    process.kill();
+}
+
 /// The real binary, started with the delivery arguments on `db_url`.
 struct Process {
     child: Child,
@@ -357,4 +430,7 @@ async fn sigkill_during_delivery_loses_nothing(backend: Backend) {
     process.unwrap().kill();
 }
 
-on_both_backends!(sigkill_during_delivery_loses_nothing);
+on_both_backends!(
+    sigkill_during_delivery_loses_nothing,
+    a_batch_in_flight_at_a_crash_goes_again_under_its_delivery_id
+);

@@ -17,6 +17,7 @@ pub mod worker;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, mpsc};
@@ -64,6 +65,33 @@ pub struct Context {
     pub in_flight: Semaphore,
     /// Bounds concurrent catch-up reads of the log (and the memory they hold).
     pub catch_up: Semaphore,
+    /// When this instance's heartbeat was last written (see [`Context::leases_fresh`]).
+    heartbeat: LastHeartbeat,
+}
+
+/// The time of the last heartbeat written, on a monotonic clock.
+struct LastHeartbeat {
+    origin: std::time::Instant,
+    /// Microseconds after `origin`; `u64::MAX` before the first.
+    at: AtomicU64,
+}
+
+impl Context {
+    /// Whether this instance's leases are known to hold: its last heartbeat was written
+    /// less than half a lease ago. (Another instance takes a lease only once the holder's
+    /// heartbeat is a whole lease old.)
+    pub fn leases_fresh(&self) -> bool {
+        let at = self.heartbeat.at.load(Ordering::Acquire);
+        at != u64::MAX
+            && self.heartbeat.origin.elapsed().as_micros() as u64 - at
+                < (self.settings.lease_ttl / 2).as_micros() as u64
+    }
+
+    /// `written_at` is when the heartbeat statement was sent (it held from then on).
+    fn heartbeat_written(&self, written_at: std::time::Instant) {
+        let micros = written_at.duration_since(self.heartbeat.origin).as_micros() as u64;
+        self.heartbeat.at.store(micros, Ordering::Release);
+    }
 }
 
 /// The running dispatcher, as the API sees it.
@@ -98,6 +126,10 @@ impl Dispatcher {
             router: Router::new(position),
             in_flight: Semaphore::new(settings.max_in_flight),
             catch_up: Semaphore::new(4),
+            heartbeat: LastHeartbeat {
+                origin: std::time::Instant::now(),
+                at: AtomicU64::new(u64::MAX),
+            },
             store,
             clock,
             metrics,
@@ -359,9 +391,11 @@ async fn lease_cycle(
 ) -> anyhow::Result<()> {
     let now = SystemClock.now_ms();
     let ttl = ctx.settings.lease_ttl.as_millis() as Millis;
+    let sent = std::time::Instant::now();
     ctx.store
         .heartbeat(ctx.instance, now, now - ttl, now - 10 * ttl)
         .await?;
+    ctx.heartbeat_written(sent);
     // A set: with thousands of webhooks, the membership test below ran per worker.
     let owned: HashSet<Uuid> = ctx
         .store

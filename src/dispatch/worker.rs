@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -156,13 +157,26 @@ impl Worker {
                 }
                 continue;
             }
-            // Persisted before the first attempt: after a crash the same batch goes again.
+            let batch = new_batch(self.id, &events);
             let mut next = self.state.clone();
-            next.batch = Some(new_batch(&events));
-            if !Box::pin(self.record(next, None)).await? {
+            next.batch = Some(batch.clone());
+            // A full batch is what a restart would form again: the first batchSize matching
+            // events after the stored cursor, under the same delivery id (it comes from the
+            // events). So it goes out at once, without a commit of its own; the commit that
+            // records its attempt is the first to mention it. That holds while this
+            // instance's lease is known to be valid. A partial batch could grow by the time
+            // a restart formed it again: it is persisted before the first attempt, so that
+            // the same batch goes again after a crash.
+            let full = events.len() == self.batch_size;
+            self.batch_events = Some(events);
+            if full && self.state.status == WebhookStatus::Active && self.ctx.leases_fresh() {
+                self.state = next;
+                if !Box::pin(self.attempt(batch)).await? {
+                    return Ok(());
+                }
+            } else if !Box::pin(self.record(next, None)).await? {
                 return Ok(()); // the lease is gone
             }
-            self.batch_events = Some(events);
         }
     }
 
@@ -382,7 +396,7 @@ impl Worker {
         if delivered && !self.stop.is_cancelled() {
             let events = self.next_events().await?;
             if !events.is_empty() {
-                next.batch = Some(new_batch(&events));
+                next.batch = Some(new_batch(self.id, &events));
                 next_events = Some(events);
             }
         }
@@ -452,13 +466,28 @@ async fn deliverable(ctx: &Context, id: Uuid) -> anyhow::Result<Option<Webhook>>
 }
 
 /// A new batch of these events, not attempted yet.
-fn new_batch(events: &[Arc<LogEvent>]) -> PendingBatch {
+fn new_batch(webhook: Uuid, events: &[Arc<LogEvent>]) -> PendingBatch {
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
     PendingBatch {
-        delivery_id: Uuid::new_v4(),
-        seqs: events.iter().map(|e| e.seq).collect(),
+        delivery_id: delivery_id(webhook, &seqs),
+        seqs,
         event_ids: events.iter().map(|e| e.event_id).collect(),
         attempts: 0,
     }
+}
+
+/// The delivery id of a batch: a digest of the webhook and the log positions it carries,
+/// so that the same batch, formed again after a restart, goes out under the same id.
+fn delivery_id(webhook: Uuid, seqs: &[i64]) -> Uuid {
+    let mut digest = Sha256::new();
+    digest.update(webhook.as_bytes());
+    for seq in seqs {
+        digest.update(seq.to_be_bytes());
+    }
+    let bytes: [u8; 16] = digest.finalize()[..16]
+        .try_into()
+        .expect("a SHA-256 digest is 32 bytes");
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
 /// Where a worker starts reading: after its cursor, and after a pending batch.
@@ -534,4 +563,20 @@ pub fn build_request(
         headers,
         timeout: Duration::from_secs(u64::from(config.timeout.get())),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_has_the_same_delivery_id_whenever_it_is_formed() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let id = delivery_id(a, &[3, 7, 9]);
+        assert_eq!(id, delivery_id(a, &[3, 7, 9]));
+        assert_ne!(id, delivery_id(a, &[3, 7]), "another batch");
+        assert_ne!(id, delivery_id(a, &[3, 7, 10]), "another batch");
+        assert_ne!(id, delivery_id(b, &[3, 7, 9]), "another webhook");
+        assert_eq!(id.get_version(), Some(uuid::Version::Custom));
+    }
 }

@@ -40,6 +40,8 @@ struct Behaviour {
 #[derive(Default)]
 struct Shared {
     requests: Mutex<Vec<Received>>,
+    /// Every request as it arrived, before any delay (`requests` has them once answered).
+    arrivals: Mutex<Vec<Received>>,
     behaviour: Mutex<Behaviour>,
     arrived: Notify,
 }
@@ -70,15 +72,21 @@ async fn record(State(shared): State<Arc<Shared>>, request: Request) -> StatusCo
             b.delay.get(&path).copied(),
         )
     };
-    if let Some(delay) = delay {
-        tokio::time::sleep(delay).await;
-    }
-    shared.requests.lock().unwrap().push(Received {
+    let received = Received {
         path,
         query: parts.uri.query().map(str::to_owned),
         headers: parts.headers,
         body,
         at: Instant::now(),
+    };
+    shared.arrivals.lock().unwrap().push(received.clone());
+    shared.arrived.notify_waiters();
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
+    shared.requests.lock().unwrap().push(Received {
+        at: Instant::now(),
+        ..received
     });
     shared.arrived.notify_waiters();
     StatusCode::from_u16(status).unwrap()
@@ -134,6 +142,18 @@ impl Receiver {
     pub fn requests(&self, path: &str) -> Vec<Received> {
         self.shared
             .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+
+    /// The requests to `path` that arrived, answered or still held by a delay.
+    pub fn arrivals(&self, path: &str) -> Vec<Received> {
+        self.shared
+            .arrivals
             .lock()
             .unwrap()
             .iter()

@@ -70,6 +70,31 @@ fn pool_options(max_connections: u32) -> PgPoolOptions {
         })
 }
 
+/// Appends events in one statement, so one round trip and one commit. The head row stays
+/// locked until the commit: appends commit in position order. The notification (sent at
+/// commit) wakes the other instances' dispatchers.
+macro_rules! append_sql {
+    ($on_conflict:literal) => {
+        concat!(
+            "WITH head AS ( \
+               UPDATE event_log_head SET last_seq = last_seq + $1 WHERE id = 1 RETURNING last_seq), \
+             ins AS ( \
+               INSERT INTO events (seq, event_id, event_type, entity_type, created_at, body) \
+               SELECT head.last_seq - $1 + x.n, x.e, x.t, x.k, $5, x.b \
+               FROM head, UNNEST($2::uuid[], $3::text[], $4::text[], $6::text[]) WITH ORDINALITY AS x(e, t, k, b, n) ",
+            $on_conflict,
+            " RETURNING seq), \
+             notified AS ( \
+               SELECT pg_notify('outhook_events', last_seq::text) FROM head WHERE EXISTS (SELECT 1 FROM ins)) \
+             SELECT (SELECT last_seq FROM head), ARRAY(SELECT seq FROM ins), (SELECT COUNT(*) FROM notified)"
+        )
+    };
+}
+/// Fails (writing nothing) when an eventId is already in the log.
+const APPEND_NEW: &str = append_sql!("");
+/// Leaves out the events whose eventId is already in the log.
+const APPEND_SKIPPING_KNOWN: &str = append_sql!("ON CONFLICT (event_id) DO NOTHING");
+
 fn webhook_from_row(r: &PgRow) -> Result<Webhook, StoreError> {
     WebhookRow {
         id: r.try_get("id")?,
@@ -339,32 +364,36 @@ impl Store for PgStore {
         now: Millis,
     ) -> Result<Appended, StoreError> {
         let fresh = first_occurrences(events);
-        let pick =
-            |f: fn(&NewEvent) -> String| fresh.iter().map(|&i| f(&events[i])).collect::<Vec<_>>();
         let ids: Vec<Uuid> = fresh.iter().map(|&i| events[i].event_id).collect();
-        // One statement, so one round trip and one commit. The head row stays locked until
-        // the commit: appends commit in position order. The notification (sent at commit)
-        // wakes the other instances' dispatchers.
-        let row = sqlx::query(
-            "WITH head AS ( \
-               UPDATE event_log_head SET last_seq = last_seq + $1 WHERE id = 1 RETURNING last_seq), \
-             ins AS ( \
-               INSERT INTO events (seq, event_id, event_type, entity_type, created_at, body) \
-               SELECT head.last_seq - $1 + x.n, x.e, x.t, x.k, $5, x.b \
-               FROM head, UNNEST($2::uuid[], $3::text[], $4::text[], $6::text[]) WITH ORDINALITY AS x(e, t, k, b, n) \
-               ON CONFLICT (event_id) DO NOTHING RETURNING seq), \
-             notified AS ( \
-               SELECT pg_notify('outhook_events', last_seq::text) FROM head WHERE EXISTS (SELECT 1 FROM ins)) \
-             SELECT (SELECT last_seq FROM head), ARRAY(SELECT seq FROM ins), (SELECT COUNT(*) FROM notified)",
-        )
-        .bind(fresh.len() as i64)
-        .bind(&ids)
-        .bind(pick(|e| e.event_type.as_str().to_owned()))
-        .bind(pick(|e| e.entity_type.clone()))
-        .bind(now)
-        .bind(pick(|e| e.body.clone()))
-        .fetch_one(&self.writers)
-        .await?;
+        let event_types: Vec<&str> = fresh
+            .iter()
+            .map(|&i| events[i].event_type.as_str())
+            .collect();
+        let entity_types: Vec<&str> = fresh
+            .iter()
+            .map(|&i| events[i].entity_type.as_str())
+            .collect();
+        let bodies: Vec<&str> = fresh.iter().map(|&i| events[i].body.as_str()).collect();
+        let append = |sql: &'static str| {
+            sqlx::query(sql)
+                .bind(fresh.len() as i64)
+                .bind(&ids)
+                .bind(&event_types)
+                .bind(&entity_types)
+                .bind(now)
+                .bind(&bodies)
+                .fetch_one(&self.writers)
+        };
+        // An eventId already in the log is rare (a producer's retry), and letting the
+        // insert skip it (ON CONFLICT) made every insert cost a fifth more. So the append
+        // first goes without, and only a batch that meets a known eventId, which then wrote
+        // nothing, goes again with it.
+        let row = match append(APPEND_NEW).await {
+            Err(sqlx::Error::Database(db)) if db.constraint() == Some("events_event_id_key") => {
+                append(APPEND_SKIPPING_KNOWN).await?
+            }
+            other => other?,
+        };
         let last: i64 = row.try_get(0)?;
         let inserted: Vec<i64> = row.try_get(1)?;
         let first = last - fresh.len() as i64 + 1;

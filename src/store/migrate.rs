@@ -36,6 +36,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "previous_secret",
         sql: include_str!("../../migrations/postgres/0003_previous_secret.sql"),
     },
+    Migration {
+        version: 4,
+        name: "time_indexes_brin",
+        sql: include_str!("../../migrations/postgres/0004_time_indexes_brin.sql"),
+    },
 ];
 
 pub const SQLITE: &[Migration] = &[

@@ -3,6 +3,7 @@
 //! Durability is not traded for speed: WAL with `synchronous=FULL`, so a committed write
 //! survives a crash of the process or of the machine.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,8 +29,28 @@ use crate::domain::token::{Role, Token};
 use crate::domain::webhook::Webhook;
 
 pub struct SqliteStore {
+    /// Connections that read (WAL lets them run beside the writer).
     pool: SqlitePool,
+    /// The one connection that writes. SQLite lets one transaction write at a time; with
+    /// several writing connections, the one that finds the file locked sleeps and tries
+    /// again (1, 2, 5, 10… ms), which is what the event appends and the dispatcher's
+    /// records kept doing to each other. One connection makes them queue in the process.
+    writer: SqlitePool,
+    /// Copies the write-ahead log into the database file in the background.
+    checkpointer: tokio::task::JoinHandle<()>,
 }
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.checkpointer.abort();
+    }
+}
+
+/// How often the background checkpoint runs.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+/// The log size (pages of 4 KiB) at which a commit copies it into the database itself, in
+/// case the background checkpoint falls behind (SQLite's default is 1,000).
+const CHECKPOINT_AT_PAGES: &str = "10000";
 
 const WEBHOOK_COLUMNS: &str = "id, name, webhook_type, status, enabled, deleted, version, updated_at, \
      updated_by, spec, secret_key, change_description, failure_details, previous_secret, previous_secret_until";
@@ -45,19 +66,78 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10));
         // No ping before each acquire (the default): an embedded file cannot drop a
         // connection, and the ping is a round trip to the connection's thread.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(10))
-            .test_before_acquire(false)
-            .connect_with(options)
+        let pool_of = |connections| {
+            SqlitePoolOptions::new()
+                .max_connections(connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .test_before_acquire(false)
+        };
+        // A commit that finds the log over the threshold copies it into the database file
+        // and syncs that too before it returns: with SQLite's default threshold, every
+        // twentieth append of W6 waited for it. The writer leaves that to a checkpoint in
+        // the background, which does not hold up commits.
+        let writer = pool_of(1)
+            .connect_with(
+                options
+                    .clone()
+                    .pragma("wal_autocheckpoint", CHECKPOINT_AT_PAGES),
+            )
             .await?;
-        migrate::run_sqlite(&pool).await?;
-        Ok(Self { pool })
+        migrate::run_sqlite(&writer).await?;
+        let pool = pool_of(4).connect_with(options).await?;
+        let checkpointer = tokio::spawn(checkpoint(pool.clone()));
+        Ok(Self {
+            pool,
+            writer,
+            checkpointer,
+        })
     }
+}
 
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+/// Copies committed pages from the log into the database file now and then (PASSIVE: it
+/// never waits for, nor holds up, the writer or the readers), so that the log stays short.
+async fn checkpoint(pool: SqlitePool) {
+    loop {
+        tokio::time::sleep(CHECKPOINT_EVERY).await;
+        if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!(error = %err, "SQLite checkpoint failed; the next commit over the threshold does it");
+        }
     }
+}
+
+/// Rows per multi-row insert of events: the largest size not over `left` (powers of two).
+const INSERT_CHUNKS: [usize; 8] = [128, 64, 32, 16, 8, 4, 2, 1];
+
+fn insert_chunk(left: usize) -> usize {
+    INSERT_CHUNKS
+        .into_iter()
+        .find(|&n| n <= left)
+        .expect("at least one row left")
+}
+
+/// The insert of `rows` events (one of `INSERT_CHUNKS`), built once per size.
+fn insert_events_sql(rows: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        INSERT_CHUNKS
+            .iter()
+            .map(|&n| {
+                let values = vec!["(?, ?, ?, ?, ?, ?)"; n].join(", ");
+                format!(
+                    "INSERT INTO events (seq, event_id, event_type, entity_type, created_at, body) \
+                     VALUES {values} ON CONFLICT (event_id) DO NOTHING"
+                )
+            })
+            .collect()
+    });
+    let at = INSERT_CHUNKS
+        .iter()
+        .position(|&n| n == rows)
+        .expect("a chunk size");
+    &all[at]
 }
 
 fn webhook_from_row(r: &SqliteRow) -> Result<Webhook, StoreError> {
@@ -135,7 +215,7 @@ impl Store for SqliteStore {
         .bind(&w.failure_details)
         .bind(&w.previous_secret)
         .bind(w.previous_secret_until)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(|e| unique_as_conflict(e, "webhook name"))?;
         Ok(())
@@ -175,7 +255,7 @@ impl Store for SqliteStore {
         .bind(resume)
         .bind(&w.previous_secret)
         .bind(w.previous_secret_until)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(|e| unique_as_conflict(e, "webhook name"))?;
         if done.rows_affected() == 0 {
@@ -248,7 +328,7 @@ impl Store for SqliteStore {
     async fn delete_webhook(&self, id: Uuid) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM webhooks WHERE id = $1")
             .bind(id.to_string())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -265,7 +345,7 @@ impl Store for SqliteStore {
         .bind(t.created_at)
         .bind(&t.created_by)
         .bind(t.revoked_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(|e| unique_as_conflict(e, "token name"))?;
         Ok(())
@@ -284,7 +364,7 @@ impl Store for SqliteStore {
         .bind(&t.hash)
         .bind(t.created_at)
         .bind(&t.created_by)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(|e| unique_as_conflict(e, "token"))?;
         Ok(())
@@ -315,7 +395,7 @@ impl Store for SqliteStore {
         )
         .bind(id.to_string())
         .bind(at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -335,7 +415,7 @@ impl Store for SqliteStore {
         now: Millis,
     ) -> Result<Appended, StoreError> {
         let fresh = first_occurrences(events);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let last: i64 = sqlx::query_scalar(
             "UPDATE event_log_head SET last_seq = last_seq + $1 WHERE id = 1 RETURNING last_seq",
         )
@@ -343,39 +423,49 @@ impl Store for SqliteStore {
         .fetch_one(&mut *tx)
         .await?;
         let first = last - fresh.len() as i64 + 1;
-        // One multi-row insert: the rows travel as one JSON array of
-        // [eventId, eventType, entityType, body], the k-th taking position first + k.
-        let rows = serde_json::Value::Array(
-            fresh
-                .iter()
-                .map(|&i| {
-                    let e = &events[i];
-                    serde_json::json!([
-                        e.event_id.to_string(),
-                        e.event_type.as_str(),
-                        e.entity_type,
-                        e.body
-                    ])
-                })
-                .collect(),
-        );
-        // `WHERE true` tells SQLite's parser the ON CONFLICT belongs to the INSERT.
-        let inserted: Vec<i64> = sqlx::query_scalar(
-            "INSERT INTO events (seq, event_id, event_type, entity_type, created_at, body) \
-             SELECT $1 + j.key, j.value ->> 0, j.value ->> 1, j.value ->> 2, $2, j.value ->> 3 \
-             FROM json_each($3) AS j WHERE true ON CONFLICT (event_id) DO NOTHING RETURNING seq",
-        )
-        .bind(first)
-        .bind(now)
-        .bind(rows.to_string())
-        .fetch_all(&mut *tx)
-        .await?;
+        // Multi-row inserts with bound values, in chunks of fixed sizes so that a few
+        // prepared statements serve every batch. (Rows passed as one JSON array cost
+        // escaping every body here and unescaping it in SQLite; a row back for each event
+        // cost a message from SQLite's thread each.)
+        let mut stored = 0;
+        let mut done = 0;
+        while done < fresh.len() {
+            let rows = insert_chunk(fresh.len() - done);
+            let mut insert = sqlx::query(insert_events_sql(rows));
+            for (k, &i) in fresh[done..done + rows].iter().enumerate() {
+                let e = &events[i];
+                insert = insert
+                    .bind(first + (done + k) as i64)
+                    .bind(e.event_id.to_string())
+                    .bind(e.event_type.as_str())
+                    .bind(e.entity_type.as_str())
+                    .bind(now)
+                    .bind(e.body.as_str());
+            }
+            stored += insert.execute(&mut *tx).await?.rows_affected() as usize;
+            done += rows;
+        }
+        // Some eventIds were in the log already (a producer's retry): which positions
+        // stayed empty.
+        let taken: Option<HashSet<i64>> = if stored < fresh.len() {
+            let seqs: Vec<i64> =
+                sqlx::query_scalar("SELECT seq FROM events WHERE seq >= $1 AND seq <= $2")
+                    .bind(first)
+                    .bind(last)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            Some(seqs.into_iter().collect())
+        } else {
+            None
+        };
         tx.commit().await?;
-        let inserted: std::collections::HashSet<i64> = inserted.into_iter().collect();
         let mut positions = vec![None; events.len()];
         for (k, &i) in fresh.iter().enumerate() {
             let seq = first + k as i64;
-            positions[i] = inserted.contains(&seq).then_some(seq);
+            positions[i] = taken
+                .as_ref()
+                .is_none_or(|t| t.contains(&seq))
+                .then_some(seq);
         }
         Ok(Appended {
             positions,
@@ -428,11 +518,11 @@ impl Store for SqliteStore {
     ) -> Result<u64, StoreError> {
         let events = sqlx::query("DELETE FROM events WHERE created_at < $1")
             .bind(events_before)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         let attempts = sqlx::query("DELETE FROM delivery_attempts WHERE attempted_at < $1")
             .bind(attempts_before)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(events.rows_affected() + attempts.rows_affected())
     }
@@ -444,7 +534,7 @@ impl Store for SqliteStore {
         live_since: Millis,
         forget_before: Millis,
     ) -> Result<i64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         sqlx::query(
             "INSERT INTO dispatcher_instances (id, heartbeat_at, started_at) VALUES ($1, $2, $2) \
              ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
@@ -474,7 +564,7 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<Uuid>, StoreError> {
         // One writer at a time: the transaction is atomic without row locks.
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         sqlx::query(
             "UPDATE webhooks SET owner = $1 WHERE id IN ( \
                SELECT w.id FROM webhooks w LEFT JOIN dispatcher_instances i ON i.id = w.owner \
@@ -505,13 +595,13 @@ impl Store for SqliteStore {
         sqlx::query("UPDATE webhooks SET owner = NULL WHERE owner = $1 AND id IN (SELECT value FROM json_each($2))")
             .bind(instance.to_string())
             .bind(serde_json::to_string(ids).expect("ids serialize"))
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
 
     async fn remove_instance(&self, instance: Uuid) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         sqlx::query("UPDATE webhooks SET owner = NULL WHERE owner = $1")
             .bind(instance.to_string())
             .execute(&mut *tx)
@@ -552,7 +642,7 @@ impl Store for SqliteStore {
         owner: Uuid,
         writes: &[DispatchWrite],
     ) -> Result<Vec<bool>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let mut applied = Vec::with_capacity(writes.len());
         for write in writes {
             let s = DispatchRow::from_state(&write.state);
@@ -617,7 +707,7 @@ impl Store for SqliteStore {
         .bind(owner.to_string())
         .bind(serde_json::to_string(ids).expect("ids serialize"))
         .bind(position)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }

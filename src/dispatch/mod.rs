@@ -166,11 +166,7 @@ impl Dispatcher {
                         wake.notify_one();
                     }
                 });
-                tokio::spawn(async move {
-                    ctx.store
-                        .listen(ctx.instance, committed, changed_tx, stop)
-                        .await
-                })
+                tokio::spawn(async move { ctx.store.listen(committed, changed_tx, stop).await })
             },
         ];
         tracing::info!(instance = %ctx.instance, position, "dispatcher started");
@@ -210,12 +206,7 @@ impl Dispatcher {
     }
 
     async fn announce(&self, id: Uuid) {
-        if let Err(err) = self
-            .ctx
-            .store
-            .announce_webhook_change(self.ctx.instance, id)
-            .await
-        {
+        if let Err(err) = self.ctx.store.announce_webhook_change(id).await {
             tracing::warn!(webhook.id = %id, error = %err, "could not tell other instances about a webhook change");
         }
     }

@@ -287,19 +287,19 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- wake-ups between instances ----
 
-    /// Until `stop`: calls `events` with the log head a commit reached (any instance's;
-    /// `i64::MAX` when commits may have been missed) and sends the id of a webhook another
-    /// instance than `instance` changed. Only a wake-up: polling stays behind it.
+    /// Until `stop`: calls `events` with the log head another instance's commit reached
+    /// (`i64::MAX` when commits may have been missed) and sends the id of a webhook another
+    /// instance changed. What this store wrote itself is not announced back to it: the
+    /// caller knows. Only a wake-up: polling stays behind it.
     async fn listen(
         &self,
-        instance: Uuid,
         events: Arc<dyn Fn(i64) + Send + Sync>,
         webhooks: tokio::sync::mpsc::UnboundedSender<Uuid>,
         stop: tokio_util::sync::CancellationToken,
     );
 
-    /// Tells the other instances that `instance` changed a webhook.
-    async fn announce_webhook_change(&self, instance: Uuid, id: Uuid) -> Result<(), StoreError>;
+    /// Tells the other instances that a webhook changed.
+    async fn announce_webhook_change(&self, id: Uuid) -> Result<(), StoreError>;
 
     /// A webhook's attempts, newest first, below the attempt id `before`.
     async fn list_attempts(

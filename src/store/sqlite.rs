@@ -760,7 +760,6 @@ impl Store for SqliteStore {
     /// One process owns a SQLite file in practice; other processes' changes are found by polling.
     async fn listen(
         &self,
-        _instance: Uuid,
         _events: std::sync::Arc<dyn Fn(i64) + Send + Sync>,
         _webhooks: tokio::sync::mpsc::UnboundedSender<Uuid>,
         stop: tokio_util::sync::CancellationToken,
@@ -768,7 +767,7 @@ impl Store for SqliteStore {
         stop.cancelled().await;
     }
 
-    async fn announce_webhook_change(&self, _instance: Uuid, _id: Uuid) -> Result<(), StoreError> {
+    async fn announce_webhook_change(&self, _id: Uuid) -> Result<(), StoreError> {
         Ok(())
     }
 }

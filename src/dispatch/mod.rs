@@ -65,6 +65,8 @@ pub struct Context {
     pub in_flight: Semaphore,
     /// Bounds concurrent catch-up reads of the log (and the memory they hold).
     pub catch_up: Semaphore,
+    /// Bounds the workers starting at once (each reads its webhook and state).
+    pub starting: Semaphore,
     /// When this instance's heartbeat was last written (see [`Context::leases_fresh`]).
     heartbeat: LastHeartbeat,
 }
@@ -126,6 +128,7 @@ impl Dispatcher {
             router: Router::new(position),
             in_flight: Semaphore::new(settings.max_in_flight),
             catch_up: Semaphore::new(4),
+            starting: Semaphore::new(8),
             heartbeat: LastHeartbeat {
                 origin: std::time::Instant::now(),
                 at: AtomicU64::new(u64::MAX),

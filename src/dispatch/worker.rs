@@ -39,11 +39,20 @@ pub const ATTEMPT_HEADER: &str = "X-OutHook-Attempt";
 /// disabled or deleted.
 pub async fn run(ctx: Arc<Context>, id: Uuid, stop: CancellationToken) {
     let wake = Arc::new(Notify::new());
-    // Boxed: a task's future is as big as its biggest await, and an idle worker should
-    // hold little (10,000 webhooks are 10,000 tasks).
-    match Box::pin(Worker::start(ctx.clone(), id, wake, stop)).await {
+    // A few workers start at a time: each start reads the webhook and its state, and
+    // 10,000 of them waiting for a connection at once (an instance starting with 10,000
+    // webhooks) held 130 MB, which the allocator then kept.
+    let starting = match ctx.starting.acquire().await {
+        Ok(permit) => permit,
+        Err(_) => return,
+    };
+    // Boxed, here and below: a task's future is as big as its biggest await, and an idle
+    // worker should hold little (10,000 webhooks are 10,000 tasks).
+    let started = Box::pin(Worker::start(ctx.clone(), id, wake, stop)).await;
+    drop(starting);
+    match started {
         Ok(Some(mut worker)) => {
-            if let Err(err) = worker.run().await {
+            if let Err(err) = Box::pin(worker.run()).await {
                 tracing::warn!(webhook.id = %id, error = format!("{err:#}"), "webhook worker stopped; it restarts with the next lease cycle");
             }
         }

@@ -26,8 +26,10 @@ use crate::domain::filter::webhook_matches;
 use crate::domain::webhook::{EventFilter, HttpMethod, Webhook, WebhookStatus};
 use crate::store::DispatchWrite;
 
-/// Log rows read per catch-up query.
-const CATCH_UP_PAGE: u32 = 1000;
+/// Log rows read per catch-up query. Every webhook that is behind holds a page of its own:
+/// 1,000 rows for each of W1's ten webhooks made up a third of the process's memory, and
+/// pages of 256 read as fast.
+const CATCH_UP_PAGE: u32 = 256;
 /// How often a parked worker (retries exhausted, or failed) looks for a resume made on
 /// another instance, in case the wake-up was missed.
 const PARKED_RECHECK: Duration = Duration::from_secs(5);

@@ -136,8 +136,7 @@ async fn two_instances_on_one_postgres_share_the_work_without_duplicates() {
     drop(db);
 }
 
-/// A change made through one instance reaches the instance that delivers the webhook (and
-/// an instance does not read its own changes back).
+/// A change made through one instance reaches the instance that delivers the webhook.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_filter_change_made_on_another_instance_reaches_the_one_delivering() {
     let db = TestDb::new(Backend::Postgres).await;

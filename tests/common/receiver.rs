@@ -92,6 +92,11 @@ async fn record(State(shared): State<Arc<Shared>>, request: Request) -> StatusCo
     StatusCode::from_u16(status).unwrap()
 }
 
+fn on_path(list: &Mutex<Vec<Received>>, path: &str) -> Vec<Received> {
+    let list = list.lock().unwrap();
+    list.iter().filter(|r| r.path == path).cloned().collect()
+}
+
 impl Receiver {
     pub async fn start() -> Self {
         let shared = Arc::new(Shared::default());
@@ -139,27 +144,14 @@ impl Receiver {
             .insert(path.to_owned(), delay);
     }
 
+    /// The requests to `path` that were answered.
     pub fn requests(&self, path: &str) -> Vec<Received> {
-        self.shared
-            .requests
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| r.path == path)
-            .cloned()
-            .collect()
+        on_path(&self.shared.requests, path)
     }
 
     /// The requests to `path` that arrived, answered or still held by a delay.
     pub fn arrivals(&self, path: &str) -> Vec<Received> {
-        self.shared
-            .arrivals
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| r.path == path)
-            .cloned()
-            .collect()
+        on_path(&self.shared.arrivals, path)
     }
 
     /// Waits (at most `within`) until `path` has received at least `n` requests.

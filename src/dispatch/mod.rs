@@ -84,9 +84,8 @@ impl Context {
     /// heartbeat is a whole lease old.)
     pub fn leases_fresh(&self) -> bool {
         let at = self.heartbeat.at.load(Ordering::Acquire);
-        at != u64::MAX
-            && self.heartbeat.origin.elapsed().as_micros() as u64 - at
-                < (self.settings.lease_ttl / 2).as_micros() as u64
+        let now = self.heartbeat.origin.elapsed().as_micros() as u64;
+        at != u64::MAX && now.saturating_sub(at) < (self.settings.lease_ttl / 2).as_micros() as u64
     }
 
     /// `written_at` is when the heartbeat statement was sent (it held from then on).

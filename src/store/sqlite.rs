@@ -111,15 +111,8 @@ async fn checkpoint(pool: SqlitePool) {
 /// Rows per multi-row insert of events: the largest size not over `left` (powers of two).
 const INSERT_CHUNKS: [usize; 8] = [128, 64, 32, 16, 8, 4, 2, 1];
 
-fn insert_chunk(left: usize) -> usize {
-    INSERT_CHUNKS
-        .into_iter()
-        .find(|&n| n <= left)
-        .expect("at least one row left")
-}
-
-/// The insert of `rows` events (one of `INSERT_CHUNKS`), built once per size.
-fn insert_events_sql(rows: usize) -> &'static str {
+/// The next chunk for `left` rows: how many rows, and their insert (built once per size).
+fn insert_chunk(left: usize) -> (usize, &'static str) {
     static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     let all = SQL.get_or_init(|| {
         INSERT_CHUNKS
@@ -135,9 +128,9 @@ fn insert_events_sql(rows: usize) -> &'static str {
     });
     let at = INSERT_CHUNKS
         .iter()
-        .position(|&n| n == rows)
-        .expect("a chunk size");
-    &all[at]
+        .position(|&n| n <= left)
+        .expect("at least one row left");
+    (INSERT_CHUNKS[at], &all[at])
 }
 
 fn webhook_from_row(r: &SqliteRow) -> Result<Webhook, StoreError> {
@@ -430,8 +423,8 @@ impl Store for SqliteStore {
         let mut stored = 0;
         let mut done = 0;
         while done < fresh.len() {
-            let rows = insert_chunk(fresh.len() - done);
-            let mut insert = sqlx::query(insert_events_sql(rows));
+            let (rows, sql) = insert_chunk(fresh.len() - done);
+            let mut insert = sqlx::query(sql);
             for (k, &i) in fresh[done..done + rows].iter().enumerate() {
                 let e = &events[i];
                 insert = insert

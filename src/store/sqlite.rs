@@ -64,33 +64,63 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        // No ping before each acquire (the default): an embedded file cannot drop a
-        // connection, and the ping is a round trip to the connection's thread.
-        let pool_of = |connections| {
-            SqlitePoolOptions::new()
-                .max_connections(connections)
-                .acquire_timeout(Duration::from_secs(10))
-                .test_before_acquire(false)
-        };
         // A commit that finds the log over the threshold copies it into the database file
         // and syncs that too before it returns: with SQLite's default threshold, every
         // twentieth append of W6 waited for it. The writer leaves that to a checkpoint in
         // the background, which does not hold up commits.
-        let writer = pool_of(1)
-            .connect_with(
-                options
-                    .clone()
-                    .pragma("wal_autocheckpoint", CHECKPOINT_AT_PAGES),
-            )
-            .await?;
+        let writer = open(
+            1,
+            options
+                .clone()
+                .pragma("wal_autocheckpoint", CHECKPOINT_AT_PAGES),
+        )
+        .await?;
         migrate::run_sqlite(&writer).await?;
-        let pool = pool_of(4).connect_with(options).await?;
+        let pool = open(4, options).await?;
         let checkpointer = tokio::spawn(checkpoint(pool.clone()));
         Ok(Self {
             pool,
             writer,
             checkpointer,
         })
+    }
+}
+
+/// A pool of `connections` on the file. Opening a connection sets WAL mode, which on a new
+/// file takes a lock SQLite does not wait for: instances starting at once on a new file
+/// got "database is locked", and now go again shortly.
+async fn open(connections: u32, options: SqliteConnectOptions) -> Result<SqlitePool, sqlx::Error> {
+    let mut tries = 0;
+    loop {
+        // No ping before each acquire (the default): an embedded file cannot drop a
+        // connection, and the ping is a round trip to the connection's thread.
+        let opened = SqlitePoolOptions::new()
+            .max_connections(connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .test_before_acquire(false)
+            .connect_with(options.clone())
+            .await;
+        match opened {
+            Err(sqlx::Error::Database(db))
+                if tries < 200 && matches!(db.code().as_deref(), Some("5" | "6")) =>
+            {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            opened => return opened,
+        }
+    }
+}
+
+impl SqliteStore {
+    /// A transaction that holds the write lock from its first statement (`BEGIN
+    /// IMMEDIATE`). A deferred one takes the lock at its first write, and when another
+    /// process (a second store on the same file) committed in between, SQLite fails it at
+    /// once ("database is locked") instead of waiting.
+    async fn write_transaction(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.writer.begin_with("BEGIN IMMEDIATE").await
     }
 }
 
@@ -408,7 +438,7 @@ impl Store for SqliteStore {
         now: Millis,
     ) -> Result<Appended, StoreError> {
         let fresh = first_occurrences(events);
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_transaction().await?;
         let last: i64 = sqlx::query_scalar(
             "UPDATE event_log_head SET last_seq = last_seq + $1 WHERE id = 1 RETURNING last_seq",
         )
@@ -527,7 +557,7 @@ impl Store for SqliteStore {
         live_since: Millis,
         forget_before: Millis,
     ) -> Result<i64, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_transaction().await?;
         sqlx::query(
             "INSERT INTO dispatcher_instances (id, heartbeat_at, started_at) VALUES ($1, $2, $2) \
              ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
@@ -557,7 +587,7 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<Uuid>, StoreError> {
         // One writer at a time: the transaction is atomic without row locks.
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_transaction().await?;
         sqlx::query(
             "UPDATE webhooks SET owner = $1 WHERE id IN ( \
                SELECT w.id FROM webhooks w LEFT JOIN dispatcher_instances i ON i.id = w.owner \
@@ -594,7 +624,7 @@ impl Store for SqliteStore {
     }
 
     async fn remove_instance(&self, instance: Uuid) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_transaction().await?;
         sqlx::query("UPDATE webhooks SET owner = NULL WHERE owner = $1")
             .bind(instance.to_string())
             .execute(&mut *tx)
@@ -635,7 +665,7 @@ impl Store for SqliteStore {
         owner: Uuid,
         writes: &[DispatchWrite],
     ) -> Result<Vec<bool>, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write_transaction().await?;
         let mut applied = Vec::with_capacity(writes.len());
         for write in writes {
             let s = DispatchRow::from_state(&write.state);

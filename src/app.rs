@@ -17,7 +17,7 @@ use crate::config::ServeArgs;
 use crate::dispatch::metrics::Metrics;
 use crate::dispatch::{self, Dispatcher};
 use crate::domain::token::{
-    MIN_CONFIGURED_TOKEN_LEN, Role, Token, TokenName, generate_secret, hash_secret,
+    Role, Token, TokenName, check_configured_token, generate_secret, hash_secret,
 };
 use crate::store::{self, Store};
 
@@ -131,7 +131,7 @@ pub async fn start(args: &ServeArgs, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
 }
 
 /// A configured token becomes the stored `configured-admin` token (replacing an earlier
-/// one). Without one, a new admin token is generated when no live admin token exists; it is
+/// one); a placeholder or too short a token is refused before anything is stored. Without one, a new admin token is generated when no live admin token exists; it is
 /// returned so that the caller can show it once.
 pub async fn ensure_admin_token(
     store: &dyn Store,
@@ -148,10 +148,12 @@ pub async fn ensure_admin_token(
         revoked_at: None,
     };
     if let Some(secret) = configured {
-        anyhow::ensure!(
-            secret.len() >= MIN_CONFIGURED_TOKEN_LEN && !secret.chars().any(char::is_whitespace),
-            "OUTHOOK_ADMIN_TOKEN must be at least {MIN_CONFIGURED_TOKEN_LEN} characters without spaces"
-        );
+        check_configured_token(secret).map_err(|rule| {
+            anyhow::anyhow!(
+                "OUTHOOK_ADMIN_TOKEN (--admin-token) {rule}; or leave it unset, and the \
+                 first start creates an admin token and prints it once"
+            )
+        })?;
         store
             .upsert_token(&token(CONFIGURED_ADMIN.into(), secret, "configuration"))
             .await?;

@@ -77,9 +77,10 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
 
-    /// A bearer token that is always a valid admin token (at least 16 characters). Without
-    /// one, the first start generates an admin token and prints it once. Prefer the
-    /// environment variable: flags are visible to other users of the machine.
+    /// A bearer token that is always a valid admin token (at least 16 characters, not a
+    /// placeholder such as `change-me…`). Without one, the first start generates an admin
+    /// token and prints it once. Prefer the environment variable: flags are visible to
+    /// other users of the machine.
     #[arg(long, env = "OUTHOOK_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 

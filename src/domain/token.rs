@@ -83,6 +83,69 @@ pub struct Token {
 /// The shortest token accepted from configuration.
 pub const MIN_CONFIGURED_TOKEN_LEN: usize = 16;
 
+/// Words that mark a value copied from an example rather than chosen, looked for after
+/// lowercasing and dropping separators (`change-me_TOKEN` is `changemetoken`).
+const PLACEHOLDER_WORDS: [&str; 8] = [
+    "changeme",
+    "changethis",
+    "replaceme",
+    "placeholder",
+    "example",
+    "yourtoken",
+    "yoursecret",
+    "youradmintoken",
+];
+
+/// Beginnings that name what the value is instead of being one.
+const PLACEHOLDER_PREFIXES: [&str; 4] = ["secret", "password", "passw0rd", "xxxx"];
+
+/// Fewer different characters than this is a pattern, not a random token: random 16
+/// hexadecimal characters have fewer than 5 different ones with a chance of about 4 in
+/// 10 million.
+const MIN_DISTINCT_CHARS: usize = 5;
+
+/// Checks a token given in configuration (`OUTHOOK_ADMIN_TOKEN`): long enough, without
+/// spaces, and not a placeholder copied from an example, which anyone who read the same
+/// example knows. The error names the rule and never repeats the value, which may be a
+/// real token.
+pub fn check_configured_token(secret: &str) -> Result<(), String> {
+    if secret.chars().count() < MIN_CONFIGURED_TOKEN_LEN || secret.chars().any(char::is_whitespace)
+    {
+        return Err(format!(
+            "must be at least {MIN_CONFIGURED_TOKEN_LEN} characters without spaces"
+        ));
+    }
+    let folded: String = secret
+        .chars()
+        .filter(|c| !matches!(c, '-' | '_' | '.' | ':' | '/'))
+        .flat_map(char::to_lowercase)
+        .collect();
+    let placeholder = PLACEHOLDER_WORDS
+        .iter()
+        .find(|word| folded.contains(*word))
+        .or_else(|| {
+            PLACEHOLDER_PREFIXES
+                .iter()
+                .find(|prefix| folded.starts_with(*prefix))
+        });
+    if let Some(word) = placeholder {
+        return Err(format!(
+            "looks like a placeholder (it contains '{word}'): use a random value, \
+             e.g. from `openssl rand -hex 32`"
+        ));
+    }
+    let mut distinct: Vec<char> = secret.chars().collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() < MIN_DISTINCT_CHARS {
+        return Err(format!(
+            "has fewer than {MIN_DISTINCT_CHARS} different characters, so it is a pattern, \
+             not a random value: use e.g. `openssl rand -hex 32`"
+        ));
+    }
+    Ok(())
+}
+
 /// A new random token: `ohk_` and 256 bits from the OS, base64url.
 pub fn generate_secret() -> String {
     let mut bytes = [0u8; 32];
@@ -119,6 +182,48 @@ mod tests {
                 && !Role::Publisher.allows(Read)
                 && !Role::Publisher.allows(Manage)
         );
+    }
+
+    #[test]
+    fn configured_tokens_refuse_placeholders_and_patterns() {
+        for placeholder in [
+            "change-me-to-a-long-random-token",
+            "CHANGE_ME_PLEASE_0123456789",
+            "changeme0123456789abc",
+            "please-change-this-token-now",
+            "example-admin-token-123456",
+            "your-token-goes-here-1234",
+            "your_secret_here_1234567",
+            "secret-admin-token-2024",
+            "Password1234567890",
+            "xxxx-xxxx-xxxx-1234",
+            "aaaaaaaaaaaaaaaaaaaaaaaa",
+            "abababababababababab",
+            "0000111100001111",
+        ] {
+            let refused = check_configured_token(placeholder)
+                .expect_err(&format!("{placeholder} must be refused"));
+            assert!(
+                !refused.contains(placeholder),
+                "the error never repeats the value: {refused}"
+            );
+        }
+        assert!(check_configured_token("short").unwrap_err().contains("16"));
+        assert!(check_configured_token("has a space in it 0123").is_err());
+    }
+
+    #[test]
+    fn configured_tokens_accept_random_values() {
+        for token in [
+            generate_secret(),
+            // What `openssl rand -hex 8` and `-hex 32` print.
+            "3f9c2a7be41d8f06".to_owned(),
+            "9d1e0c6f4b2a87351e9f0d2c4b6a8e1f3d5c7b9a0e2f4d6c8b1a3e5f7d9c0b2a".to_owned(),
+            "test-admin-token-0123456789".to_owned(),
+            "bench-admin-token-0123456789".to_owned(),
+        ] {
+            assert_eq!(check_configured_token(&token), Ok(()), "{token}");
+        }
     }
 
     #[test]

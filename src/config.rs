@@ -2,7 +2,7 @@
 //! are listed by `outhook serve --help`.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -16,8 +16,27 @@ use clap::{Args, Parser, Subcommand};
     long_about = None
 )]
 pub struct Cli {
+    /// How log lines on standard error look: `text` for people, `json` (one object a
+    /// line) for log collectors.
+    #[arg(
+        long,
+        env = "OUTHOOK_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The shape of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event; coloured only when standard error is a terminal.
+    Text,
+    /// One JSON object per line: timestamp, level, target, the event's fields and its spans.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -29,6 +48,42 @@ pub enum Command {
     /// Check a delivery's signature: reads the exact body (or, for GET, the query string)
     /// from standard input; exits 0 when it verifies, 1 when it does not.
     Verify(VerifyArgs),
+    /// Exit 0 when a running `outhook serve` answers `/readyz` with 200, 1 otherwise: the
+    /// container health check, with nothing else to install in the image.
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    /// The address `outhook serve` listens on; an unspecified address (`0.0.0.0`, `::`)
+    /// is checked on loopback.
+    #[arg(long, env = "OUTHOOK_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// The URL to check instead of `/readyz` on the bind address.
+    #[arg(long)]
+    pub url: Option<String>,
+
+    /// How long to wait for the answer (units ms, s, m, h, d).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+impl HealthcheckArgs {
+    /// What the check asks: `--url`, or `/readyz` on the bind address.
+    pub fn target(&self) -> String {
+        if let Some(url) = &self.url {
+            return url.clone();
+        }
+        let mut addr = self.bind;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr.ip() {
+                IpAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+                IpAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        format!("http://{addr}/readyz")
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -293,5 +348,44 @@ mod tests {
         assert_eq!(args.allow_private.len(), 2);
         assert_eq!(args.retry_schedule.0.len(), 2);
         assert_eq!(args.retention, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn the_log_format_is_a_flag_on_every_command() {
+        for argv in [
+            ["outhook", "--log-format", "json", "migrate"],
+            ["outhook", "migrate", "--log-format", "json"],
+        ] {
+            let cli = Cli::try_parse_from(argv).unwrap();
+            assert_eq!(cli.log_format, LogFormat::Json);
+        }
+        assert!(Cli::try_parse_from(["outhook", "migrate", "--log-format", "xml"]).is_err());
+    }
+
+    #[test]
+    fn the_healthcheck_asks_readyz_on_loopback_for_an_unspecified_bind() {
+        let target = |argv: &[&str]| {
+            let Command::Healthcheck(args) = Cli::try_parse_from(argv).unwrap().command else {
+                panic!("healthcheck expected")
+            };
+            args.target()
+        };
+        let base = ["outhook", "healthcheck", "--bind"];
+        assert_eq!(
+            target(&[&base[..], &["0.0.0.0:8080"]].concat()),
+            "http://127.0.0.1:8080/readyz"
+        );
+        assert_eq!(
+            target(&[&base[..], &["[::]:9000"]].concat()),
+            "http://[::1]:9000/readyz"
+        );
+        assert_eq!(
+            target(&[&base[..], &["10.1.2.3:80"]].concat()),
+            "http://10.1.2.3:80/readyz"
+        );
+        assert_eq!(
+            target(&["outhook", "healthcheck", "--url", "http://[::1]:1/healthz"]),
+            "http://[::1]:1/healthz"
+        );
     }
 }

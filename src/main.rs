@@ -6,24 +6,43 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use outhook::clock::SystemClock;
-use outhook::config::{Cli, Command};
+use outhook::config::{Cli, Command, HealthcheckArgs, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(cli.log_format);
     match run(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("outhook: {err:#}");
+            match cli.log_format {
+                LogFormat::Text => eprintln!("outhook: {err:#}"),
+                // A log collector reading JSON lines gets the reason as one of them.
+                LogFormat::Json => tracing::error!(error = format!("{err:#}"), "outhook stopped"),
+            }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs go to standard error, filtered by `RUST_LOG` (default `info`).
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => {
+            // Colour codes are for a person at a terminal; in a file, a pipe or a container
+            // log they are noise. NO_COLOR (no-color.org) turns them off at a terminal too.
+            let colour = std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            builder.with_ansi(colour).init();
+        }
+        LogFormat::Json => builder.json().flatten_event(true).with_ansi(false).init(),
     }
 }
 
@@ -37,6 +56,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Verify(args) => verify(args),
+        Command::Healthcheck(args) => healthcheck(args).await,
         Command::Serve(args) => {
             let running = outhook::app::start(&args, Arc::new(SystemClock)).await?;
             if let Some(token) = &running.generated_admin_token {
@@ -91,6 +111,28 @@ fn verify(args: outhook::config::VerifyArgs) -> anyhow::Result<()> {
             std::process::exit(1);
         }
     }
+}
+
+/// `outhook healthcheck`: one GET, success only on a 2xx answer.
+async fn healthcheck(args: HealthcheckArgs) -> anyhow::Result<()> {
+    outhook::app::install_crypto_provider();
+    let url = args.target();
+    // No proxy: the instance checked is this machine's own, and a proxy variable set for
+    // deliveries must not send the check elsewhere.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(args.timeout)
+        .build()
+        .context("building the HTTP client")?;
+    let response = client
+        .get(&url)
+        .send()
+        .await
+        .context("outhook did not answer")?;
+    let status = response.status();
+    anyhow::ensure!(status.is_success(), "GET {url} answered {status}");
+    println!("ready: GET {url} answered {status}");
+    Ok(())
 }
 
 /// SIGINT or SIGTERM.

@@ -104,8 +104,12 @@ struct DockerIgnore {
 }
 
 impl DockerIgnore {
+    /// The file in the context folder; none means nothing is left out.
     fn read(path: &Path) -> Self {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
+        Self::parse(&std::fs::read_to_string(path).unwrap_or_default())
+    }
+
+    fn parse(text: &str) -> Self {
         let rules = text
             .lines()
             .map(str::trim)
@@ -436,14 +440,7 @@ fn a_dockerfile_that_leaves_out_a_workspace_member_is_caught() {
 
 #[test]
 fn the_dockerignore_reading_follows_the_engine() {
-    let path = std::env::temp_dir().join(format!("outhook-dockerignore-{}", Uuid::new_v4()));
-    std::fs::write(
-        &path,
-        "# comment\ntarget/\n**/*.db\n.git\ndocs/*\n!docs/keep.md\n",
-    )
-    .unwrap();
-    let ignore = DockerIgnore::read(&path);
-    std::fs::remove_file(&path).unwrap();
+    let ignore = DockerIgnore::parse("# comment\ntarget/\n**/*.db\n.git\ndocs/*\n!docs/keep.md\n");
     for excluded in [
         "target",
         "target/release/outhook",

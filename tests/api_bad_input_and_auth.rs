@@ -249,6 +249,26 @@ async fn tokens_and_roles(backend: Backend) {
         .0,
         401
     );
+    // The scheme's name is case-insensitive (RFC 7235); another scheme is not a bearer token.
+    for scheme in ["BEARER", "bearer", "Bearer"] {
+        let (status, body) = call(
+            app.client
+                .get(app.url(list))
+                .header("authorization", format!("{scheme} {ADMIN_TOKEN}")),
+        )
+        .await;
+        assert_eq!(status, 200, "{scheme}: {body}");
+    }
+    assert_eq!(
+        call(
+            app.client
+                .get(app.url(list))
+                .header("authorization", format!("Basic {ADMIN_TOKEN}"))
+        )
+        .await
+        .0,
+        401
+    );
     // 401 comes before any look at the body.
     let (status, _) = call(
         app.client

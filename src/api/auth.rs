@@ -99,6 +99,15 @@ impl TokenCache {
     }
 }
 
+/// The secret of an `Authorization: Bearer <secret>` value. The scheme's name is
+/// case-insensitive (RFC 7235 §2.1: `BEARER` and `bearer` are `Bearer`), and one or more
+/// spaces may separate it from the secret.
+fn bearer_secret(value: &str) -> Option<&str> {
+    let (scheme, secret) = value.trim_start().split_once(' ')?;
+    let secret = secret.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !secret.is_empty()).then_some(secret)
+}
+
 impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
     async fn from_request_parts(
@@ -109,12 +118,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
+            .and_then(bearer_secret)
             .ok_or(ApiError::Unauthorized)?;
         let hash = hash_secret(secret);
         let generation = match state.tokens.get(&hash) {
@@ -134,5 +138,20 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         };
         state.tokens.put(hash, caller.clone(), generation);
         Ok(caller)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_secret;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer abc", "bearer abc", "BEARER abc", "bEaReR   abc "] {
+            assert_eq!(bearer_secret(value), Some("abc"), "{value}");
+        }
+        for value in ["Basic abc", "Bearer", "Bearer ", "Bearerabc", "abc", ""] {
+            assert_eq!(bearer_secret(value), None, "{value}");
+        }
     }
 }

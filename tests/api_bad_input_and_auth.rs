@@ -212,6 +212,14 @@ async fn bad_paths_and_queries(backend: Backend) {
         ("/api/v1/webhooks?after=%%%", 400),
         ("/api/v1/webhooks?after=YQ&before=YQ", 400),
         ("/api/v1/webhooks?limt=5", 400),
+        ("/api/v1/webhooks?include=", 400),
+        // NUL bytes, which PostgreSQL refuses in text, in a path name and in a cursor
+        // (base64url of "a\0b"), and a cursor that cannot stand for a name.
+        ("/api/v1/webhooks/name/a%00b", 400),
+        ("/api/v1/webhooks/name/a%00b?include=all", 400),
+        ("/api/v1/webhooks?after=YQBi", 400),
+        ("/api/v1/webhooks?before=YQBi", 400),
+        ("/api/v1/webhooks?after=", 400),
         ("/api/v1/nothing-here", 404),
     ] {
         let (got, body) = get(path).await;
@@ -404,7 +412,39 @@ async fn a_fresh_install_generates_an_admin_token_once(backend: Backend) {
     app.stop().await;
 }
 
+/// A receiver's answer is text from outside too: NUL bytes in it (which PostgreSQL refuses
+/// in text) must not make the attempt impossible to record.
+async fn a_receiver_answering_nul_bytes_is_recorded(backend: Backend) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let receiver = tokio::spawn(async move {
+        let answer = || async { (axum::http::StatusCode::OK, "ok\0done") };
+        axum::serve(listener, axum::Router::new().fallback(answer))
+            .await
+            .unwrap();
+    });
+    let app = TestApp::start(backend).await;
+    let created = app
+        .create_webhook(common::webhook(
+            "nul-answer",
+            &format!("http://{addr}/hook"),
+            1,
+            json!([{"eventType": "entityCreated"}]),
+        ))
+        .await;
+    let id = created["id"].as_str().unwrap();
+    app.publish(common::event("entityCreated", "table", "t1"))
+        .await;
+    let log = app.wait_for_attempts(id, 1).await;
+    let attempt = &log["data"][0];
+    assert_eq!(attempt["outcome"], "success", "{log}");
+    assert_eq!(attempt["responseExcerpt"], "ok\u{FFFD}done", "{log}");
+    app.stop().await;
+    receiver.abort();
+}
+
 on_both_backends!(
+    a_receiver_answering_nul_bytes_is_recorded,
     bad_bodies_get_a_4xx_naming_the_field,
     bad_paths_and_queries,
     tokens_and_roles,

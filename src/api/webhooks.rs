@@ -18,7 +18,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{BaseUrl, JsonBody, JsonPatchBody, QueryParams, parse, path_id};
 use crate::domain::token::Permission;
 use crate::domain::webhook::{
-    Resume, Webhook, WebhookSpec, WebhookStatus, WebhookType, WebhookView,
+    Resume, Webhook, WebhookName, WebhookSpec, WebhookStatus, WebhookType, WebhookView,
 };
 use crate::store::{Cursor, Include, WebhookQuery};
 
@@ -274,12 +274,15 @@ fn encode_cursor(name: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(name)
 }
 
+/// A cursor decodes to a webhook name; anything else (control characters included, which
+/// PostgreSQL refuses in text) was not made by [`encode_cursor`].
 fn decode_cursor(param: &str, cursor: &str) -> Result<String, ApiError> {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(cursor)
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
+        .filter(|name| WebhookName::try_from(name.clone()).is_ok())
         .ok_or_else(|| {
             ApiError::BadRequest(format!(
                 "query parameter '{param}': not a cursor from paging"
@@ -322,8 +325,12 @@ async fn get_webhook_by_name(
 ) -> Result<Json<WebhookView>, ApiError> {
     caller.require(Permission::Read)?;
     let include = parse_include(params.only(&["include"])?)?;
+    // A name that no webhook can have (NUL and other control characters among them, which
+    // PostgreSQL refuses in text) is answered here, not sent to the store.
+    let name = WebhookName::try_from(name)
+        .map_err(|e| ApiError::BadRequest(format!("name: not a webhook name: {e}")))?;
     let webhook = visible(
-        state.store.webhook_by_name(&name).await?,
+        state.store.webhook_by_name(name.as_str()).await?,
         include,
         format!("'{name}'"),
     )?;

@@ -229,7 +229,9 @@ async fn read_excerpt(mut response: reqwest::Response) -> Option<String> {
         return None;
     }
     body.truncate(EXCERPT_BYTES);
-    Some(String::from_utf8_lossy(&body).into_owned())
+    // PostgreSQL refuses NUL in text: a receiver answering one would make the attempt
+    // impossible to record, and the webhook would stop on it.
+    Some(String::from_utf8_lossy(&body).replace('\0', "\u{FFFD}"))
 }
 
 fn classify(err: &reqwest::Error) -> AttemptResult {

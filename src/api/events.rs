@@ -15,6 +15,7 @@ use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody, FieldError};
 use super::extract::JsonBody;
+use super::schemas::PublishBody;
 use crate::bus::IngestError;
 use crate::domain::event::NewEvent;
 use crate::domain::token::Permission;
@@ -41,16 +42,17 @@ pub struct Published {
 /// Publish one ChangeEvent, or an array of them. All or nothing: if any event is invalid,
 /// none is stored and every bad one is listed by index and field.
 #[utoipa::path(post, path = "/api/v1/events", tag = "events",
-    request_body(content = Object, content_type = "application/json",
-        description = "An OpenMetadata ChangeEvent (eventId, eventType, timestamp, entity, changeDescription, userName, …) or an array of them"),
+    request_body(content = PublishBody, content_type = "application/json"),
     responses(
         (status = 202, description = "Committed to the event log", body = Published),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 400, description = "The body is not JSON, nor an event object or an array", body = ErrorBody),
         (status = 413, description = "Body over 16 MiB, or more events than allowed per request", body = ErrorBody),
-        (status = 415, body = ErrorBody),
         (status = 422, description = "Invalid events, each named by index and field", body = ErrorBody),
-        (status = 429, description = "Rate limit or daily quota of the token; see Retry-After", body = ErrorBody),
-        (status = 503, description = "The event log cannot be written", body = ErrorBody)),
+        (status = 429, description = "Rate limit or daily quota of the token", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
+        (status = 503, description = "The event log cannot be written (the database does not answer, or outhook is stopping)",
+            body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again")))),
     security(("bearer" = [])))]
 async fn publish_events(
     State(state): State<Arc<AppState>>,

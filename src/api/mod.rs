@@ -7,6 +7,7 @@ mod events;
 pub mod extract;
 mod health;
 mod monitor;
+mod schemas;
 mod tokens;
 mod webhooks;
 
@@ -42,6 +43,8 @@ pub struct AppState {
 #[openapi(
     info(title = "outhook", description = "Outbound event-notification dispatcher in the style of OpenMetadata webhooks."),
     modifiers(&BearerAuth),
+    // Query parameters refer to this schema; no body does, which would register it.
+    components(schemas(webhooks::IncludeDeleted)),
     tags(
         (name = "webhooks", description = "The webhook resource"),
         (name = "events", description = "Publishing ChangeEvents"),
@@ -106,20 +109,30 @@ fn parts() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
         .merge(tokens::routes())
         .merge(health::routes())
         .split_for_parts();
-    // Runs on the merged paths, which `#[openapi(modifiers)]` would not see.
+    // Run on the merged paths, which `#[openapi(modifiers)]` would not see.
+    schemas::CommonResponses.modify(&mut doc);
     ResponseDescriptions.modify(&mut doc);
     (router, doc)
 }
 
 /// The OpenAPI document, as served at `/api/v1/openapi.json`.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    parts().1
+pub fn openapi() -> serde_json::Value {
+    document(parts().1)
+}
+
+/// The generated document with the schemas written as JSON in their places.
+fn document(doc: utoipa::openapi::OpenApi) -> serde_json::Value {
+    let mut doc = serde_json::to_value(doc).expect("the OpenAPI document serializes");
+    for (name, schema) in schemas::written() {
+        doc["components"]["schemas"][name] = schema;
+    }
+    doc
 }
 
 /// The whole HTTP application.
 pub fn router(state: Arc<AppState>) -> Router {
     let (router, doc) = parts();
-    health::OPENAPI.get_or_init(|| doc);
+    health::OPENAPI.get_or_init(|| document(doc).to_string());
     router
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

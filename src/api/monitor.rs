@@ -16,6 +16,7 @@ use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{BaseUrl, JsonBody, QueryParams};
+use super::schemas::WebhookInput;
 use crate::clock::Millis;
 use crate::dispatch::format::test_event;
 use crate::domain::delivery::{AttemptRecord, ErrorKind, Outcome};
@@ -23,8 +24,7 @@ use crate::domain::event::EventFacts;
 use crate::domain::filter::webhook_matches;
 use crate::domain::token::Permission;
 use crate::domain::webhook::{
-    FailureDetails, Resume, SecretKey, SignatureScheme, Webhook, WebhookSpec, WebhookStatus,
-    WebhookView,
+    FailureDetails, Resume, SecretKey, SignatureScheme, Webhook, WebhookStatus, WebhookView,
 };
 
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
@@ -65,10 +65,12 @@ pub struct DeliveryPaging {
 #[utoipa::path(get, path = "/api/v1/webhooks/{id}/deliveries", tag = "deliveries",
     params(("id" = Uuid, Path),
         ("status" = Option<Outcome>, Query, description = "Only attempts with this outcome"),
-        ("limit" = Option<u32>, Query, description = "1–1000, default 10"),
-        ("after" = Option<String>, Query, description = "Cursor from paging.after: older attempts")),
-    responses((status = 200, body = DeliveryList), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size (default 10)"),
+        ("after" = Option<String>, Query, pattern = r"^[0-9]+$",
+            description = "Cursor from paging.after: the attempts older than it")),
+    responses((status = 200, body = DeliveryList),
+        (status = 400, description = "The id is not a UUID, or a query parameter is unknown, repeated or invalid", body = ErrorBody),
+        (status = 404, description = "No such webhook", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn list_deliveries(
     State(state): State<Arc<AppState>>,
@@ -85,7 +87,10 @@ async fn list_deliveries(
         )));
     }
     let webhook = find(&state, &id).await?;
-    let before = params.get::<i64>("after")?;
+    let before = params
+        .get::<String>("after")?
+        .map(|cursor| attempt_cursor(&cursor))
+        .transpose()?;
     let outcome = params.get::<Outcome>("status")?;
     let data = state
         .store
@@ -102,6 +107,17 @@ async fn list_deliveries(
         data,
         paging: DeliveryPaging { after },
     }))
+}
+
+/// A delivery-log cursor: the digits of an attempt id. One larger than any id (which
+/// `i64` cannot hold) stands before all of them.
+fn attempt_cursor(cursor: &str) -> Result<i64, ApiError> {
+    if cursor.is_empty() || !cursor.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::BadRequest(
+            "query parameter 'after': not a cursor from paging".into(),
+        ));
+    }
+    Ok(cursor.parse().unwrap_or(i64::MAX))
 }
 
 /// The batch being delivered.
@@ -144,8 +160,9 @@ const PENDING_SCAN_LIMIT: u32 = 20_000;
 /// A webhook's delivery status: state, failure details, position, pending events, last success.
 #[utoipa::path(get, path = "/api/v1/webhooks/{id}/status", tag = "deliveries",
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = DeliveryStatus), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = DeliveryStatus),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such webhook", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn delivery_status(
     State(state): State<Arc<AppState>>,
@@ -223,8 +240,8 @@ pub struct TestOutcome {
 #[utoipa::path(post, path = "/api/v1/webhooks/{id}/test", tag = "deliveries",
     params(("id" = Uuid, Path)),
     responses((status = 200, description = "The test ran; see outcome", body = TestOutcome),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody)),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such webhook", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn test_webhook(
     State(state): State<Arc<AppState>>,
@@ -263,10 +280,9 @@ impl TestOutcome {
 /// Send a test message for a configuration that is not saved (as OpenMetadata's
 /// testDestination): the body is a webhook as for create, validated the same way.
 #[utoipa::path(post, path = "/api/v1/webhooks/test", tag = "deliveries",
-    request_body(content = WebhookSpec, content_type = "application/json"),
+    request_body(content = WebhookInput, content_type = "application/json"),
     responses((status = 200, description = "The test ran; see outcome", body = TestOutcome),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)),
+        (status = 422, description = "A field is invalid; details name it", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn test_configuration(
     State(state): State<Arc<AppState>>,
@@ -300,7 +316,8 @@ pub struct RotateSecret {
     /// The new secret; generated (and shown once in the answer) when absent. For
     /// standard-webhooks, a `whsec_` secret.
     secret_key: Option<SecretKey>,
-    /// How long the current secret keeps signing too, in seconds (0–604800, default 86400).
+    /// How long the current secret keeps signing too, in seconds (default 86400).
+    #[schema(maximum = 604_800)]
     grace_period_seconds: Option<u32>,
 }
 
@@ -322,9 +339,11 @@ pub struct RotatedSecret {
 #[utoipa::path(post, path = "/api/v1/webhooks/{id}/rotate-secret", tag = "deliveries",
     params(("id" = Uuid, Path)),
     request_body(content = RotateSecret, content_type = "application/json"),
-    responses((status = 200, body = RotatedSecret), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)),
+    responses((status = 200, body = RotatedSecret),
+        (status = 400, description = "The id is not a UUID, or the body is not JSON", body = ErrorBody),
+        (status = 404, description = "No such webhook", body = ErrorBody),
+        (status = 409, description = "Changed concurrently", body = ErrorBody),
+        (status = 422, description = "A field is invalid; details name it", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn rotate_secret(
     State(state): State<Arc<AppState>>,
@@ -401,9 +420,10 @@ fn generate_webhook_secret(scheme: SignatureScheme) -> String {
 /// `active` (and enabled) and its pending batch is sent again at once, from where it stopped.
 #[utoipa::path(post, path = "/api/v1/webhooks/{id}/resume", tag = "deliveries",
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = WebhookView), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody)),
+    responses((status = 200, body = WebhookView),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such webhook", body = ErrorBody),
+        (status = 409, description = "Changed concurrently", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn resume_webhook(
     State(state): State<Arc<AppState>>,
@@ -430,7 +450,7 @@ async fn resume_webhook(
 /// Prometheus metrics: events ingested, deliveries by outcome, delivery latency, and the
 /// lag of the webhooks this instance delivers.
 #[utoipa::path(get, path = "/metrics", tag = "health",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

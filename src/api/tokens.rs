@@ -76,10 +76,9 @@ pub struct TokenList {
 /// Issue a token.
 #[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens",
     request_body(content = CreateToken, content_type = "application/json"),
-    responses((status = 201, body = IssuedToken), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 409, description = "Name taken", body = ErrorBody), (status = 415, body = ErrorBody),
-        (status = 422, body = ErrorBody)),
+    responses((status = 201, body = IssuedToken),
+        (status = 409, description = "Name taken", body = ErrorBody),
+        (status = 422, description = "A field is invalid; details name it", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn create_token(
     State(state): State<Arc<AppState>>,
@@ -111,7 +110,7 @@ async fn create_token(
 
 /// List tokens, revoked ones included.
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens",
-    responses((status = 200, body = TokenList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses((status = 200, body = TokenList)),
     security(("bearer" = [])))]
 async fn list_tokens(
     State(state): State<Arc<AppState>>,
@@ -127,8 +126,8 @@ async fn list_tokens(
 /// Revoke a token. The last live admin token cannot be revoked.
 #[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens",
     params(("id" = Uuid, Path)),
-    responses((status = 204, description = "Revoked"), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    responses((status = 204, description = "Revoked"),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
         (status = 404, description = "No live token with that id", body = ErrorBody),
         (status = 409, description = "It is the last admin token", body = ErrorBody)),
     security(("bearer" = [])))]

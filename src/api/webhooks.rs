@@ -16,6 +16,8 @@ use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{BaseUrl, JsonBody, JsonPatchBody, QueryParams, parse, path_id};
+use super::schemas::{JsonPatch, WebhookInput};
+use crate::domain::str_enum;
 use crate::domain::token::Permission;
 use crate::domain::webhook::{
     Resume, Webhook, WebhookName, WebhookSpec, WebhookStatus, WebhookType, WebhookView,
@@ -54,19 +56,37 @@ pub struct Paging {
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)] // documents the parameters; QueryParams parses them strictly
 struct ListParams {
-    /// Page size, 1–1000 (default 10).
+    /// Page size (default 10).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
-    /// Cursor from `paging.after`: the page after it.
+    /// Cursor from `paging.after`: the page after it. Not with `before`.
+    #[param(min_length = 1, pattern = r"^[A-Za-z0-9_-]+$")]
     after: Option<String>,
-    /// Cursor from `paging.before`: the page before it.
+    /// Cursor from `paging.before`: the page before it. Not with `after`.
+    #[param(min_length = 1, pattern = r"^[A-Za-z0-9_-]+$")]
     before: Option<String>,
     /// Only webhooks in this status.
     status: Option<WebhookStatus>,
     /// Only webhooks of this type.
     #[serde(rename = "webhookType")]
     webhook_type: Option<WebhookType>,
-    /// `non-deleted` (default), `deleted` or `all`.
-    include: Option<String>,
+    include: Option<IncludeDeleted>,
+}
+
+str_enum! {
+    /// Which webhooks a read sees: `non-deleted` (the default), `deleted` (only
+    /// soft-deleted ones) or `all`.
+    pub enum IncludeDeleted { NonDeleted => "non-deleted", Deleted => "deleted", All => "all" }
+}
+
+impl From<IncludeDeleted> for Include {
+    fn from(include: IncludeDeleted) -> Self {
+        match include {
+            IncludeDeleted::NonDeleted => Include::NonDeleted,
+            IncludeDeleted::Deleted => Include::Deleted,
+            IncludeDeleted::All => Include::All,
+        }
+    }
 }
 
 /// Reads a create or update body: server-owned fields are dropped (a client may send back
@@ -87,14 +107,9 @@ pub(super) fn parse_spec(mut body: Value) -> Result<WebhookSpec, ApiError> {
 }
 
 fn parse_include(params: &QueryParams) -> Result<Include, ApiError> {
-    match params.get::<String>("include")?.as_deref() {
-        None | Some("non-deleted") => Ok(Include::NonDeleted),
-        Some("deleted") => Ok(Include::Deleted),
-        Some("all") => Ok(Include::All),
-        Some(other) => Err(ApiError::BadRequest(format!(
-            "query parameter 'include': '{other}' is not one of non-deleted, deleted, all"
-        ))),
-    }
+    Ok(params
+        .get::<IncludeDeleted>("include")?
+        .map_or(Include::NonDeleted, Include::from))
 }
 
 pub(super) fn visible(
@@ -138,12 +153,12 @@ fn reject_mask_on_create(spec: &WebhookSpec) -> Result<(), ApiError> {
 
 /// Create a webhook.
 #[utoipa::path(post, path = "/api/v1/webhooks", tag = "webhooks",
-    request_body(content = WebhookSpec, content_type = "application/json"),
+    request_body(content = WebhookInput, content_type = "application/json"),
     responses(
-        (status = 201, description = "Created; Location names it", body = WebhookView),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 409, description = "Name taken", body = ErrorBody), (status = 413, body = ErrorBody),
-        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)),
+        (status = 201, description = "Created", body = WebhookView,
+            headers(("Location" = String, description = "The new webhook's URL"))),
+        (status = 409, description = "Name taken", body = ErrorBody),
+        (status = 422, description = "A field is invalid; details name it", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn create_webhook(
     State(state): State<Arc<AppState>>,
@@ -163,14 +178,14 @@ async fn create_webhook(
 
 /// Create a webhook, or update the one with this name.
 #[utoipa::path(put, path = "/api/v1/webhooks", tag = "webhooks",
-    request_body(content = WebhookSpec, content_type = "application/json",
+    request_body(content = WebhookInput, content_type = "application/json",
         description = "A secretKey of '********' keeps the current secret; an absent one removes it"),
     responses(
         (status = 200, description = "Updated (or unchanged)", body = WebhookView),
-        (status = 201, description = "Created", body = WebhookView),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 201, description = "Created", body = WebhookView,
+            headers(("Location" = String, description = "The new webhook's URL"))),
         (status = 409, description = "Soft-deleted under that name, or changed concurrently", body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)),
+        (status = 422, description = "A field is invalid; details name it", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn create_or_update_webhook(
     State(state): State<Arc<AppState>>,
@@ -210,8 +225,8 @@ async fn create_or_update_webhook(
 
 /// List webhooks, ordered by name, with cursor paging.
 #[utoipa::path(get, path = "/api/v1/webhooks", tag = "webhooks", params(ListParams),
-    responses((status = 200, body = WebhookList), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses((status = 200, body = WebhookList),
+        (status = 400, description = "A query parameter is unknown, repeated or invalid", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn list_webhooks(
     State(state): State<Arc<AppState>>,
@@ -292,9 +307,10 @@ fn decode_cursor(param: &str, cursor: &str) -> Result<String, ApiError> {
 
 /// Read one webhook by id.
 #[utoipa::path(get, path = "/api/v1/webhooks/{id}", tag = "webhooks",
-    params(("id" = Uuid, Path), ("include" = Option<String>, Query, description = "non-deleted (default), deleted or all")),
-    responses((status = 200, body = WebhookView), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    params(("id" = Uuid, Path), ("include" = Option<IncludeDeleted>, Query)),
+    responses((status = 200, body = WebhookView),
+        (status = 400, description = "The id is not a UUID, or a query parameter is invalid", body = ErrorBody),
+        (status = 404, description = "No such webhook (among those `include` shows)", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn get_webhook(
     State(state): State<Arc<AppState>>,
@@ -312,9 +328,12 @@ async fn get_webhook(
 
 /// Read one webhook by name.
 #[utoipa::path(get, path = "/api/v1/webhooks/name/{name}", tag = "webhooks",
-    params(("name" = String, Path), ("include" = Option<String>, Query, description = "non-deleted (default), deleted or all")),
-    responses((status = 200, body = WebhookView), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    params(("name" = String, Path, min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$",
+            description = "A webhook name (no control characters)"),
+        ("include" = Option<IncludeDeleted>, Query)),
+    responses((status = 200, body = WebhookView),
+        (status = 400, description = "Not a webhook name, or a query parameter is invalid", body = ErrorBody),
+        (status = 404, description = "No such webhook (among those `include` shows)", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn get_webhook_by_name(
     State(state): State<Arc<AppState>>,
@@ -342,12 +361,13 @@ async fn get_webhook_by_name(
 /// (resume delivery) or `disabled`. Nothing changes unless the whole patch applies.
 #[utoipa::path(patch, path = "/api/v1/webhooks/{id}", tag = "webhooks",
     params(("id" = Uuid, Path)),
-    request_body(content = Vec<Object>, content_type = "application/json-patch+json",
+    request_body(content = JsonPatch, content_type = "application/json-patch+json",
         description = "RFC 6902 operations, e.g. [{\"op\":\"replace\",\"path\":\"/enabled\",\"value\":false}]"),
-    responses((status = 200, body = WebhookView), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+    responses((status = 200, body = WebhookView),
+        (status = 400, description = "The id is not a UUID, or the body is not a JSON Patch", body = ErrorBody),
+        (status = 404, description = "No such webhook", body = ErrorBody),
         (status = 409, description = "A `test` operation failed, the name is taken, or a concurrent change", body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)),
+        (status = 422, description = "The patched webhook is invalid, or a server-owned field was patched", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn patch_webhook(
     State(state): State<Arc<AppState>>,
@@ -433,8 +453,9 @@ fn patch_error(err: json_patch::PatchError) -> ApiError {
 #[utoipa::path(delete, path = "/api/v1/webhooks/{id}", tag = "webhooks",
     params(("id" = Uuid, Path), ("hardDelete" = Option<bool>, Query, description = "Remove for good (default false)")),
     responses((status = 200, description = "The webhook as it was deleted", body = WebhookView),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+        (status = 400, description = "The id is not a UUID, or a query parameter is invalid", body = ErrorBody),
+        (status = 404, description = "No such webhook (soft-deleted ones count only for hardDelete)", body = ErrorBody),
+        (status = 409, description = "Changed concurrently", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn delete_webhook(
     State(state): State<Arc<AppState>>,
@@ -487,10 +508,10 @@ pub struct RestoreRequest {
 /// Restore a soft-deleted webhook; delivery resumes where it stopped.
 #[utoipa::path(put, path = "/api/v1/webhooks/restore", tag = "webhooks",
     request_body(content = RestoreRequest, content_type = "application/json"),
-    responses((status = 200, body = WebhookView), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    responses((status = 200, body = WebhookView),
         (status = 404, description = "No soft-deleted webhook with that id", body = ErrorBody),
-        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)),
+        (status = 409, description = "Changed concurrently", body = ErrorBody),
+        (status = 422, description = "The id is missing or not a UUID", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn restore_webhook(
     State(state): State<Arc<AppState>>,

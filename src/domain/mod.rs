@@ -32,12 +32,17 @@ pub fn error_field(path: &str, message: &str) -> String {
     }
 }
 
-/// Declares a string-valued enum with its wire names, `as_str`, `FromStr` and `ALL`.
+/// Declares a string-valued enum with its wire names, `as_str`, `FromStr`, `ALL`, and its
+/// OpenAPI schema: a string enum of exactly the wire names, described by the doc comment.
+///
+/// The schema is written out rather than derived: the derive did not see the
+/// `serde(rename)` of a macro-made variant and documented the Rust names (`EntityCreated`
+/// for `entityCreated`), which a generated client then sent.
 macro_rules! str_enum {
-    ($(#[$meta:meta])* pub enum $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
+    ($(#[doc = $doc:expr])* pub enum $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[doc = $doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord,
-                 serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+                 serde::Serialize, serde::Deserialize)]
         pub enum $name { $( #[serde(rename = $text)] $variant ),+ }
 
         impl $name {
@@ -47,6 +52,20 @@ macro_rules! str_enum {
                 match self { $($name::$variant => $text),+ }
             }
         }
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                let doc: &[&str] = &[$($doc),*];
+                let description = doc.iter().map(|line| line.trim()).collect::<Vec<_>>().join("\n");
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::Type::String)
+                    .description((!description.is_empty()).then_some(description))
+                    .enum_values(Some([$($text),+]))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
 
         impl std::str::FromStr for $name {
             type Err = String;
@@ -70,3 +89,30 @@ macro_rules! str_enum {
     };
 }
 pub(crate) use str_enum;
+
+#[cfg(test)]
+mod tests {
+    use utoipa::PartialSchema;
+
+    use super::webhook::{EventType, SignatureScheme};
+
+    #[test]
+    fn enum_schemas_list_the_wire_names() {
+        let schema = serde_json::to_value(EventType::schema()).unwrap();
+        let wire: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+        assert_eq!(schema["enum"], serde_json::json!(wire), "{schema}");
+        assert_eq!(schema["type"], "string");
+        let schema = serde_json::to_value(SignatureScheme::schema()).unwrap();
+        assert_eq!(
+            schema["enum"],
+            serde_json::json!(["openmetadata", "openmetadata-base64", "standard-webhooks"])
+        );
+        assert!(
+            schema["description"]
+                .as_str()
+                .unwrap()
+                .starts_with("How requests are signed: `openmetadata`"),
+            "{schema}"
+        );
+    }
+}

@@ -37,7 +37,12 @@ impl<const MAX: usize> utoipa::PartialSchema for Text<MAX> {
             .into()
     }
 }
-impl<const MAX: usize> utoipa::ToSchema for Text<MAX> {}
+/// Named by its bound (`Text256`): texts of different bounds are different schemas.
+impl<const MAX: usize> utoipa::ToSchema for Text<MAX> {
+    fn name() -> std::borrow::Cow<'static, str> {
+        format!("Text{MAX}").into()
+    }
+}
 
 /// Checks length (in characters) and control characters. `multiline` allows `\n`, `\r`, `\t`.
 pub fn check_text(value: &str, min: usize, max: usize, multiline: bool) -> Result<(), String> {

@@ -4,8 +4,9 @@
 //! Status codes: 400 body or query not parseable, 401 no valid token, 403 role too small,
 //! 404 unknown resource or route, 405 wrong method, 409 name taken / concurrent change /
 //! failed JSON Patch `test`, 413 body too large, 415 wrong content type, 429 publish rate
-//! or quota exceeded (with `Retry-After`), 422 well-formed
-//! input with an invalid value (the field is named). Internal detail is logged, never sent.
+//! or quota exceeded (with `Retry-After`), 422 well-formed input with an invalid value (the
+//! field is named), 503 the database does not answer or the instance is stopping (with
+//! `Retry-After`). Internal detail is logged, never sent.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -106,6 +107,9 @@ impl ApiError {
     }
 }
 
+/// What a 503 tells the client to wait, in seconds.
+pub const RETRY_UNAVAILABLE_AFTER_SECS: u64 = 1;
+
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
@@ -113,8 +117,25 @@ impl From<StoreError> for ApiError {
             StoreError::Stale => Self::Conflict(
                 "the resource was changed concurrently; read it again and retry".into(),
             ),
+            unavailable if unavailable.is_unavailable() => {
+                log_unavailable(&unavailable);
+                Self::Unavailable("the database does not answer right now; retry".into())
+            }
             other => Self::Internal(other.into()),
         }
+    }
+}
+
+/// Logs that the database does not answer, at most once a second: during an outage every
+/// request meets it.
+fn log_unavailable(err: &StoreError) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_LOGGED_SECOND: AtomicU64 = AtomicU64::new(0);
+    let second = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if LAST_LOGGED_SECOND.swap(second, Ordering::Relaxed) != second {
+        tracing::warn!(error = %err, "the database does not answer; requests get 503");
     }
 }
 
@@ -134,13 +155,17 @@ impl IntoResponse for ApiError {
             details,
         };
         let mut response = (status, Json(body)).into_response();
-        if let Self::TooManyRequests {
-            retry_after_secs, ..
-        } = &self
-        {
+        let retry_after = match &self {
+            Self::TooManyRequests {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            Self::Unavailable(_) => Some(RETRY_UNAVAILABLE_AFTER_SECS),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if status == StatusCode::UNAUTHORIZED {
             response

@@ -115,9 +115,10 @@ async fn publish_events(
         .publish(events)
         .await
         .map_err(|err| match err {
-            IngestError::Store(_) => {
+            IngestError::Store(err) if err.is_unavailable() || err.is_transient() => {
                 ApiError::Unavailable("the event log cannot be written right now; retry".into())
             }
+            IngestError::Store(err) => ApiError::Internal(anyhow::anyhow!(err)),
             IngestError::Closed => ApiError::Unavailable("outhook is shutting down; retry".into()),
         })?;
     let stored = positions.iter().filter(|p| p.is_some()).count();

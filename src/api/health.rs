@@ -41,14 +41,23 @@ async fn healthz() -> Json<Health> {
         (status = 503, description = "The database does not answer", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again")))))]
 async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Health>, ApiError> {
-    match state.store.ping().await {
-        Ok(()) => Ok(Json(Health { status: "ready" })),
-        Err(err) => {
+    // A database that accepts connections but does not answer (a network partition) would
+    // hold the ping as long as TCP does: a probe wants its answer within a second.
+    match tokio::time::timeout(READY_WITHIN, state.store.ping()).await {
+        Ok(Ok(())) => Ok(Json(Health { status: "ready" })),
+        Ok(Err(err)) => {
             tracing::warn!(error = %err, "readiness check failed");
+            Err(ApiError::Unavailable("the database does not answer".into()))
+        }
+        Err(_) => {
+            tracing::warn!("readiness check: the database did not answer in time");
             Err(ApiError::Unavailable("the database does not answer".into()))
         }
     }
 }
+
+/// How long `/readyz` waits for the database.
+const READY_WITHIN: std::time::Duration = std::time::Duration::from_millis(900);
 
 /// This API's OpenAPI 3 document.
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "health",

@@ -5,6 +5,7 @@
 pub mod ratelimit;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -71,6 +72,11 @@ impl Ingestor {
     }
 }
 
+/// After the database did not answer, publishes are refused at once for this long rather
+/// than each waiting for a connection until the pool gives up (and those queued behind
+/// that for as long again). The first publish after it tries the database again.
+const REFUSE_AFTER_UNAVAILABLE: Duration = Duration::from_millis(500);
+
 async fn write(
     mut rx: mpsc::Receiver<Job>,
     store: Arc<dyn Store>,
@@ -78,6 +84,7 @@ async fn write(
     metrics: Arc<Metrics>,
     committed: OnCommit,
 ) {
+    let mut unavailable: Option<(Instant, Arc<StoreError>)> = None;
     while let Some(first) = rx.recv().await {
         let mut count = first.events.len();
         let mut jobs = vec![first];
@@ -93,6 +100,14 @@ async fn write(
         let mut all = Vec::with_capacity(count);
         let mut sizes = Vec::with_capacity(jobs.len());
         let mut replies = Vec::with_capacity(jobs.len());
+        if let Some((since, err)) = &unavailable
+            && since.elapsed() < REFUSE_AFTER_UNAVAILABLE
+        {
+            for job in jobs {
+                let _ = job.reply.send(Err(err.clone()));
+            }
+            continue;
+        }
         for job in jobs {
             sizes.push(job.events.len());
             all.extend(job.events);
@@ -100,6 +115,7 @@ async fn write(
         }
         match store.append_events(&all, clock.now_ms()).await {
             Ok(appended) => {
+                unavailable = None;
                 let positions = &appended.positions;
                 let stored = positions.iter().filter(|p| p.is_some()).count() as u64;
                 metrics.ingested(stored, positions.len() as u64 - stored);
@@ -112,6 +128,9 @@ async fn write(
             Err(err) => {
                 tracing::error!(error = %err, events = all.len(), "appending to the event log failed");
                 let err = Arc::new(err);
+                if err.is_unavailable() {
+                    unavailable = Some((Instant::now(), err.clone()));
+                }
                 for reply in replies {
                     let _ = reply.send(Err(err.clone()));
                 }

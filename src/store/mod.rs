@@ -53,6 +53,35 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// The database cannot be reached, is shutting down or starting, or has no connection
+    /// to spare for longer than the pool waits: the same request may succeed shortly. The
+    /// API answers these 503 with `Retry-After`, not 500.
+    pub fn is_unavailable(&self) -> bool {
+        let StoreError::Database(err) = self else {
+            return false;
+        };
+        match err {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            // PostgreSQL: connection exceptions (08…), insufficient resources (53…: too
+            // many connections, disk full), shutdown or startup (57P01–57P03). SQLite: the
+            // file stayed locked by another process past the busy timeout ("5", "6").
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                code.starts_with("08")
+                    || code.starts_with("53")
+                    || code.starts_with("57P")
+                    || code == "5"
+                    || code == "6"
+            }),
+            _ => false,
+        }
+    }
+}
+
 /// Which soft-deleted webhooks a query sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Include {

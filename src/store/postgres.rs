@@ -39,9 +39,23 @@ const WEBHOOK_COLUMNS: &str = "id, name, webhook_type, status, enabled, deleted,
      updated_by, spec, secret_key, change_description, failure_details, previous_secret, previous_secret_until";
 
 impl PgStore {
-    /// Connects and runs pending migrations.
+    /// Connects and runs pending migrations. A database that does not answer yet (one
+    /// starting next to this instance) is waited for, up to [`STARTUP_WAIT`].
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let options: PgConnectOptions = url.parse()?;
+        let started = tokio::time::Instant::now();
+        loop {
+            match Self::open(&options).await {
+                Err(err) if err.is_unavailable() && started.elapsed() < STARTUP_WAIT => {
+                    tracing::info!(error = %err, "the database does not answer yet; waiting for it");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                opened => return opened,
+            }
+        }
+    }
+
+    async fn open(options: &PgConnectOptions) -> Result<Self, StoreError> {
         let pool = pool_options(16).connect_with(options.clone()).await?;
         // The writers' statements take arrays, whose length PostgreSQL only knows when it
         // plans for the values at hand. With thousands of webhooks it then found a plan for
@@ -49,7 +63,11 @@ impl PgStore {
         // fifth of its CPU in the W4 benchmark). Their generic plans are the right ones
         // whatever the values, so these connections always use them.
         let writers = pool_options(4)
-            .connect_with(options.options([("plan_cache_mode", "force_generic_plan")]))
+            .connect_with(
+                options
+                    .clone()
+                    .options([("plan_cache_mode", "force_generic_plan")]),
+            )
             .await?;
         migrate::run_postgres(&pool).await?;
         Ok(Self {
@@ -60,6 +78,16 @@ impl PgStore {
     }
 }
 
+/// How long `connect` waits for a database that does not answer yet.
+const STARTUP_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a statement waits for a pooled connection. While the database is unreachable
+/// every new connection is refused, and the pool goes on trying until this runs out: it
+/// is what a request waits before its 503, and it keeps that answer within a second (it
+/// was 10 s, and then a 500). A busy pool hands a connection over in well under a
+/// millisecond per waiting statement, so this is only reached when something is wrong.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// By default every acquire pings the server first: one more round trip before each
 /// statement, which cost the dispatcher's group commit more than its statement did. A
 /// connection in steady use is known to be alive; one idle for a while (the server or a
@@ -67,7 +95,7 @@ impl PgStore {
 fn pool_options(max_connections: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {
             Box::pin(async move {

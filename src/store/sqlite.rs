@@ -86,6 +86,11 @@ impl SqliteStore {
     }
 }
 
+/// How long a statement waits for a pooled connection (the writer is one connection,
+/// shared by the group commits and the API's writes, each of which takes milliseconds).
+/// Past it the API answers 503 with `Retry-After` rather than keep the request waiting.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A pool of `connections` on the file. Opening a connection sets WAL mode, which on a new
 /// file takes a lock SQLite does not wait for: instances starting at once on a new file
 /// got "database is locked", and now go again shortly.
@@ -96,7 +101,7 @@ async fn open(connections: u32, options: SqliteConnectOptions) -> Result<SqliteP
         // connection, and the ping is a round trip to the connection's thread.
         let opened = SqlitePoolOptions::new()
             .max_connections(connections)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .test_before_acquire(false)
             .connect_with(options.clone())
             .await;

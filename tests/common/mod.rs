@@ -7,6 +7,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod pg_cluster;
 pub mod receiver;
 
 use std::path::PathBuf;

@@ -113,11 +113,11 @@ pub async fn start(args: &ServeArgs, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     let app = api::router(state);
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-    });
+    let limits = api::server::Limits {
+        header_read_timeout: args.header_read_timeout,
+        max_connections: args.max_connections as usize,
+    };
+    let server = tokio::spawn(api::server::serve(listener, app, limits, stop));
     tracing::info!(%addr, backend = store.backend(), "outhook is serving");
     Ok(Running {
         addr,

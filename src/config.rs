@@ -190,6 +190,16 @@ pub struct ServeArgs {
     /// How often the event log is polled when no wake-up arrives (wake-ups are immediate).
     #[arg(long, env = "OUTHOOK_POLL_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
     pub poll_interval: Duration,
+
+    /// How long a client may take to send a request's headers (an idle kept-alive
+    /// connection counts too); then its connection is closed.
+    #[arg(long, env = "OUTHOOK_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Connections the API serves at once; further ones wait to be accepted.
+    #[arg(long, env = "OUTHOOK_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
 }
 
 /// Parses `500ms`, `30s`, `5m`, `4h`, `14d`.

@@ -69,51 +69,28 @@ async fn read_body(req: Request, expected: &str, limit: usize) -> Result<Bytes, 
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    // A body far over the limit is refused unread. One moderately over it is read and
-    // dropped first, so that the client (still sending) reliably gets the 413 rather than a
-    // reset connection.
-    if declared.is_some_and(|n| n > drain_cap(limit)) {
+    // A body over the limit is not read further; the server drains what is left before
+    // the answer goes out (`server::drain_unread_body`), so the client reads the 413.
+    if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::PayloadTooLarge(limit));
     }
     read_limited(req.into_body(), limit).await
 }
 
-fn drain_cap(limit: usize) -> usize {
-    limit.saturating_mul(4)
-}
-
-/// Reads at most `limit` bytes; beyond, reads and drops up to [`drain_cap`] (for at most
-/// five seconds) and fails with 413.
+/// Reads at most `limit` bytes, or fails with 413 as soon as the body is longer.
 async fn read_limited(mut body: axum::body::Body, limit: usize) -> Result<Bytes, ApiError> {
     use http_body_util::BodyExt;
     let mut kept = Vec::new();
-    let mut seen = 0usize;
-    let mut drain_until = None;
-    loop {
-        let next = match drain_until {
-            None => body.frame().await,
-            Some(deadline) => match tokio::time::timeout_at(deadline, body.frame()).await {
-                Ok(next) => next,
-                Err(_) => break,
-            },
-        };
-        let Some(frame) = next else { break };
+    while let Some(frame) = body.frame().await {
         let frame =
             frame.map_err(|_| ApiError::BadRequest("the request body could not be read".into()))?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        seen += data.len();
-        if seen <= limit {
-            kept.extend_from_slice(&data);
-        } else if seen > drain_cap(limit) {
-            break;
-        } else if drain_until.is_none() {
-            drain_until = Some(tokio::time::Instant::now() + std::time::Duration::from_secs(5));
+        if kept.len() + data.len() > limit {
+            return Err(ApiError::PayloadTooLarge(limit));
         }
-    }
-    if seen > limit {
-        return Err(ApiError::PayloadTooLarge(limit));
+        kept.extend_from_slice(&data);
     }
     Ok(Bytes::from(kept))
 }

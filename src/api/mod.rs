@@ -8,6 +8,7 @@ pub mod extract;
 mod health;
 mod monitor;
 mod schemas;
+pub mod server;
 mod tokens;
 mod webhooks;
 
@@ -136,6 +137,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     router
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn(server::drain_unread_body))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
 }

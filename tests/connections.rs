@@ -254,3 +254,32 @@ async fn an_oversized_body_sent_in_full_gets_its_413() {
     );
     app.stop().await;
 }
+
+/// A request body that stops arriving gets a 408 after the header-read timeout, and its
+/// connection is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_gets_408() {
+    let app = TestApp::start_with(
+        Backend::Sqlite,
+        &["--admin-token", ADMIN_TOKEN, "--header-read-timeout", "1s"],
+    )
+    .await;
+    let mut stream = connect(&app).await;
+    let started = Instant::now();
+    stream
+        .write_all(
+            format!(
+                "POST /api/v1/webhooks HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"name\": "
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let answer = read_head(&mut stream, Duration::from_secs(5)).await;
+    let took = started.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(took < Duration::from_secs(3), "the 408 took {took:?}");
+    let (_, closed) = read_until_closed(&mut stream, Duration::from_secs(2)).await;
+    assert!(closed, "the connection stays open");
+    app.stop().await;
+}

@@ -3,7 +3,8 @@
 //!
 //! Status codes: 400 body or query not parseable, 401 no valid token, 403 role too small,
 //! 404 unknown resource or route, 405 wrong method, 409 name taken / concurrent change /
-//! failed JSON Patch `test`, 413 body too large, 415 wrong content type, 429 publish rate
+//! failed JSON Patch `test`, 408 the body stopped arriving, 413 body too large, 415 wrong
+//! content type, 429 publish rate
 //! or quota exceeded (with `Retry-After`), 422 well-formed input with an invalid value (the
 //! field is named), 503 the database does not answer or the instance is stopping (with
 //! `Retry-After`). Internal detail is logged, never sent.
@@ -64,6 +65,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("request body is larger than the {0}-byte limit")]
     PayloadTooLarge(usize),
+    #[error("the request body stopped arriving for {0} s")]
+    BodyTimeout(u64),
     #[error("{0}")]
     TooLarge(String),
     #[error("{0}")]
@@ -99,6 +102,7 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) | Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,

@@ -74,14 +74,32 @@ async fn read_body(req: Request, expected: &str, limit: usize) -> Result<Bytes, 
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::PayloadTooLarge(limit));
     }
-    read_limited(req.into_body(), limit).await
+    // A body that stops arriving holds its connection like headers that never end: it
+    // gets as long between two pieces as headers get in all.
+    let stall = req
+        .extensions()
+        .get::<super::server::Limits>()
+        .map(|l| l.header_read_timeout);
+    read_limited(req.into_body(), limit, stall).await
 }
 
-/// Reads at most `limit` bytes, or fails with 413 as soon as the body is longer.
-async fn read_limited(mut body: axum::body::Body, limit: usize) -> Result<Bytes, ApiError> {
+/// Reads at most `limit` bytes, or fails with 413 as soon as the body is longer, or with
+/// 408 when no part of it arrives for `stall`.
+async fn read_limited(
+    mut body: axum::body::Body,
+    limit: usize,
+    stall: Option<std::time::Duration>,
+) -> Result<Bytes, ApiError> {
     use http_body_util::BodyExt;
     let mut kept = Vec::new();
-    while let Some(frame) = body.frame().await {
+    loop {
+        let next = match stall {
+            Some(stall) => tokio::time::timeout(stall, body.frame())
+                .await
+                .map_err(|_| ApiError::BodyTimeout(stall.as_secs()))?,
+            None => body.frame().await,
+        };
+        let Some(frame) = next else { break };
         let frame =
             frame.map_err(|_| ApiError::BadRequest("the request body could not be read".into()))?;
         let Ok(data) = frame.into_data() else {

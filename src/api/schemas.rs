@@ -1,7 +1,7 @@
 //! The parts of the OpenAPI document that no Rust type derives: request bodies whose
 //! shape is checked by hand (a ChangeEvent, a JSON Patch, a webhook as a client sends it
 //! back), and the answers every route can give (401, 403, 503 with `Retry-After`, and the
-//! body errors 400, 413, 415).
+//! body errors 400, 408, 413, 415).
 
 use serde_json::{Value, json};
 use utoipa::openapi::header::HeaderBuilder;
@@ -207,7 +207,7 @@ impl ToSchema for WebhookInput {
 
 /// Adds the answers every route of a kind gives: an authenticated route 401, 403 and 503
 /// (the database does not answer; with `Retry-After`), a route with a body 400 (not
-/// JSON), 413 and 415. A route's own description of one of them is kept.
+/// JSON), 408 (it stopped arriving), 413 and 415. A route's own description of one of them is kept.
 pub struct CommonResponses;
 
 impl Modify for CommonResponses {
@@ -244,6 +244,10 @@ impl Modify for CommonResponses {
                 }
                 if operation.request_body.is_some() {
                     common.push(("400", error("The body is not JSON of the expected shape")));
+                    common.push((
+                        "408",
+                        error("The body stopped arriving (then the connection is closed)"),
+                    ));
                     common.push(("413", error("The body is over the size limit")));
                     common.push(("415", error("Content-Type is not the one documented")));
                 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use http_body::{Frame, SizeHint};
@@ -27,9 +27,10 @@ use tokio_util::sync::CancellationToken;
 /// Limits of the listener.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// How long a client may take to send a request's headers, counted from the first
-    /// byte of the request, or from the end of the previous answer on a kept-alive
-    /// connection. Past it the connection is closed.
+    /// How long a client may take to send a request's headers, counted from the start of
+    /// the connection or from the end of the previous answer on a kept-alive one. Past it
+    /// the connection is closed. A request body may stall as long between two pieces
+    /// (then 408).
     pub header_read_timeout: Duration,
     /// Connections served at once; further ones wait to be accepted.
     pub max_connections: usize,
@@ -46,6 +47,8 @@ pub async fn serve(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
+    // Handlers reading a body find the limits here (see `extract`).
+    let app = app.layer(axum::Extension(limits));
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     loop {
@@ -137,7 +140,8 @@ pub async fn drain_unread_body(request: Request, next: Next) -> Response {
     let Some(rest) = rest else {
         return response;
     };
-    if expects_continue && !polled {
+    // A client told to wait, or one that stopped sending, is not waited for.
+    if (expects_continue && !polled) || response.status() == StatusCode::REQUEST_TIMEOUT {
         return closing(response);
     }
     let declared = http_body::Body::size_hint(&rest).exact();

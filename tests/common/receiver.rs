@@ -1,5 +1,6 @@
 //! A real HTTP receiver on 127.0.0.1 that records every request. Each path answers 200
-//! unless told otherwise: a fixed status, a sequence of statuses, or a delay.
+//! unless told otherwise: a fixed status, a sequence of statuses, a share of failures, or a
+//! delay.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -18,6 +19,9 @@ pub struct Received {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub at: Instant,
+    /// The status the receiver chose for it when it arrived (it may be answered after a delay,
+    /// or never reach a client that gave up).
+    pub status: u16,
 }
 
 impl Received {
@@ -34,7 +38,27 @@ impl Received {
 struct Behaviour {
     status: HashMap<String, u16>,
     sequence: HashMap<String, VecDeque<u16>>,
+    flaky: HashMap<String, Flaky>,
     delay: HashMap<String, Duration>,
+}
+
+/// A path that fails a pseudo-random but reproducible share of its requests.
+struct Flaky {
+    status: u16,
+    per_mille: u64,
+    seed: u64,
+    seen: u64,
+}
+
+/// Whether the `n`-th request (from 0) of a path made flaky with `seed` fails when
+/// `per_mille` of 1000 requests fail: the same answer every run, so a test can tell in
+/// advance how many failures in a row it will meet.
+pub fn flaky_fails(seed: u64, per_mille: u64, n: u64) -> bool {
+    // splitmix64: consecutive inputs give well-spread outputs.
+    let mut z = seed.wrapping_add(n.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) % 1000 < per_mille
 }
 
 #[derive(Default)]
@@ -67,8 +91,14 @@ async fn record(State(shared): State<Arc<Shared>>, request: Request) -> StatusCo
     let (status, delay) = {
         let mut b = shared.behaviour.lock().unwrap();
         let next = b.sequence.get_mut(&path).and_then(VecDeque::pop_front);
+        let flaky = b.flaky.get_mut(&path).and_then(|f| {
+            f.seen += 1;
+            flaky_fails(f.seed, f.per_mille, f.seen - 1).then_some(f.status)
+        });
         (
-            next.or_else(|| b.status.get(&path).copied()).unwrap_or(200),
+            next.or(flaky)
+                .or_else(|| b.status.get(&path).copied())
+                .unwrap_or(200),
             b.delay.get(&path).copied(),
         )
     };
@@ -78,6 +108,7 @@ async fn record(State(shared): State<Arc<Shared>>, request: Request) -> StatusCo
         headers: parts.headers,
         body,
         at: Instant::now(),
+        status,
     };
     shared.arrivals.lock().unwrap().push(received.clone());
     shared.arrived.notify_waiters();
@@ -135,6 +166,21 @@ impl Receiver {
             .insert(path.to_owned(), statuses.iter().copied().collect());
     }
 
+    /// From now on, requests to `path` fail with `status` where [`flaky_fails`] says so (about
+    /// `per_mille` of 1000), and otherwise answer as before.
+    pub fn fail_share(&self, path: &str, status: u16, per_mille: u64, seed: u64) {
+        self.shared.behaviour.lock().unwrap().flaky.insert(
+            path.to_owned(),
+            Flaky {
+                status,
+                per_mille,
+                seed,
+                seen: 0,
+            },
+        );
+    }
+
+    /// Requests to `path` are held this long before they are answered.
     pub fn delay(&self, path: &str, delay: Duration) {
         self.shared
             .behaviour

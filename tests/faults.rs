@@ -684,3 +684,65 @@ on_both_backends!(
     a_receiver_that_does_not_answer_for_a_while,
     instances_killed_again_and_again,
 );
+
+/// The checks themselves: a stream that keeps the guarantees passes, each broken one fails.
+#[test]
+fn the_checks_catch_each_broken_guarantee() {
+    let ledger = Ledger {
+        order: ["e0", "e1", "e2"].map(str::to_owned).to_vec(),
+        refused: 0,
+    };
+    let position = ledger.position();
+    let request = |delivery: &str, ids: &[&str], status: u16| {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert("x-outhook-delivery-id", delivery.parse().unwrap());
+        let body: Vec<Value> = ids.iter().map(|id| json!({"eventId": id})).collect();
+        Received {
+            path: "/p".to_owned(),
+            query: None,
+            headers,
+            body: serde_json::to_vec(&body).unwrap().into(),
+            at: Instant::now(),
+            status,
+        }
+    };
+    let kept = judge(
+        "/p",
+        &[
+            request("d1", &["e0", "e1"], 500),
+            request("d1", &["e0", "e1"], 200),
+            request("d2", &["e2"], 200),
+        ],
+        &position,
+    );
+    assert_eq!((kept.failed, kept.repeats, kept.delivered.len()), (1, 1, 3));
+    let broken = [
+        (
+            "a repeat with other events",
+            vec![
+                request("d1", &["e0", "e1"], 500),
+                request("d1", &["e0"], 200),
+            ],
+        ),
+        (
+            "an event sent again under a new delivery id",
+            vec![request("d1", &["e0"], 500), request("d2", &["e0"], 200)],
+        ),
+        (
+            "a new delivery going back in the log",
+            vec![request("d1", &["e1"], 200), request("d2", &["e0"], 200)],
+        ),
+        (
+            "a request with its events out of order",
+            vec![request("d1", &["e1", "e0"], 200)],
+        ),
+        (
+            "an event never acknowledged",
+            vec![request("d1", &["x"], 200)],
+        ),
+    ];
+    for (what, requests) in broken {
+        let caught = std::panic::catch_unwind(|| judge("/p", &requests, &position));
+        assert!(caught.is_err(), "not caught: {what}");
+    }
+}

@@ -132,7 +132,11 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document(b
     .await;
     let (status, doc) = call(app.client.get(app.url("/api/v1/openapi.json"))).await;
     assert_eq!(status, 200);
-    let operations = operations(&doc);
+    // schemathesis leaves out the operation that serves the document it reads.
+    let operations: Vec<String> = operations(&doc)
+        .into_iter()
+        .filter(|op| op != "GET /api/v1/openapi.json")
+        .collect();
     assert!(operations.len() >= 20, "{operations:?}");
 
     let hooks = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis_hooks.py");

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::pg_cluster::PgCluster;
 use common::receiver::{Received, Receiver, flaky_fails};
 use common::{ADMIN_TOKEN, Backend, TestDb, call, event, webhook};
 use serde_json::{Value, json};
@@ -162,6 +163,9 @@ struct Ledger {
     order: Vec<String>,
     /// Publish requests that did not get a 202 and were sent again.
     refused: usize,
+    /// How those were answered: status (0 when there was no answer), how many, the longest
+    /// wait for the answer.
+    refusals: std::collections::BTreeMap<u16, (usize, Duration)>,
 }
 
 impl Ledger {
@@ -208,6 +212,7 @@ impl Publisher {
                 let deadline = Instant::now() + plan.give_up;
                 loop {
                     sent += 1;
+                    let asked = Instant::now();
                     let answer = match targets.pick(sent) {
                         Some(base) => {
                             let request = admin(
@@ -229,6 +234,9 @@ impl Publisher {
                         break;
                     }
                     ledger.refused += 1;
+                    let status = answer.as_ref().map_or(0, |(status, _)| *status);
+                    let seen = ledger.refusals.entry(status).or_default();
+                    *seen = (seen.0 + 1, seen.1.max(asked.elapsed()));
                     assert!(
                         Instant::now() < deadline,
                         "round {round}: no instance acknowledged the publish within {:?} (last answer: {answer:?})",
@@ -673,9 +681,88 @@ async fn instances_killed_again_and_again(backend: Backend) {
     .await;
     let repeats: usize = judged.values().map(|j| j.repeats).sum();
     eprintln!(
-        "{backend:?}: {} events, {} publishes sent again, {repeats} repeated deliveries, first delivery after each kill: {gaps:?}",
+        "{backend:?}: {} events, publishes sent again (status: count, longest wait): {:?}, {repeats} repeated deliveries, first delivery after each kill: {gaps:?}",
         ledger.order.len(),
-        ledger.refused
+        ledger.refusals
+    );
+}
+
+/// Waits (at most 30 s) until 20 more requests reached the receiver on `paths`.
+async fn deliveries_go_on(rx: &Receiver, paths: &[(&str, u32)], what: &str, log: &Instance) {
+    let arrived = || -> usize { paths.iter().map(|(p, _)| rx.arrivals(p).len()).sum() };
+    let from = arrived();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while arrived() < from + 20 {
+        assert!(
+            Instant::now() < deadline,
+            "deliveries did not go on {what} within 30 s; log: {}",
+            log.log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// a. PostgreSQL restarted, then stopped for 15 s, while events are published and delivered:
+/// publishes refused meanwhile go again until acknowledged, and everything acknowledged
+/// arrives once the database is back, with no action on outhook. The cluster is the test's
+/// own, on a port of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_and_stopped_for_15_s() {
+    outhook::app::install_crypto_provider();
+    let cluster = PgCluster::create();
+    let db = cluster.database().await;
+    let instance = Instance::start(&db.url, &["--poll-interval", "100ms"]).await;
+    let rx = Receiver::start().await;
+    let paths = [("/pg1", 1), ("/pg5", 5), ("/pg10", 10)];
+    let hooks = create_hooks(&instance.base, &rx, &paths, 5).await;
+    let targets = Targets::default();
+    targets.set(vec![instance.base.clone()]);
+    let publisher = Publisher::start(
+        targets,
+        PublishPlan {
+            rounds: 1000,
+            per_request: 5,
+            pause: Duration::from_millis(50),
+            // The outage, and the time to notice the database is back.
+            give_up: Duration::from_secs(45),
+        },
+    );
+    deliveries_go_on(&rx, &paths, "at first", &instance).await;
+    // A restart as `pg_ctlcluster restart` does it: stopped (sessions ended), started again.
+    // The cluster's commands wait for the server; the runtime's other thread goes on.
+    tokio::task::block_in_place(|| {
+        cluster.stop();
+        cluster.start();
+    });
+    let restarted = Instant::now();
+    deliveries_go_on(&rx, &paths, "after the restart", &instance).await;
+    let back_after_restart = restarted.elapsed();
+    tokio::task::block_in_place(|| cluster.stop());
+    let stopped = Instant::now();
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    tokio::task::block_in_place(|| cluster.start());
+    let started = Instant::now();
+    deliveries_go_on(&rx, &paths, "after the outage", &instance).await;
+    let back_after_outage = started.elapsed();
+    let ledger = publisher.finish().await;
+    assert!(
+        ledger.refused > 0,
+        "no publish was refused in the {:?} outage",
+        started - stopped
+    );
+    assert_recovered(
+        &instance.base,
+        &rx,
+        &hooks,
+        &ledger,
+        Duration::from_secs(60),
+        &[&instance],
+    )
+    .await;
+    eprintln!(
+        "{} events, publishes sent again (status: count, longest wait): {:?}; deliveries went on {back_after_restart:?} after the restart, {back_after_outage:?} after the database was back",
+        ledger.order.len(),
+        ledger.refusals
     );
 }
 
@@ -690,7 +777,7 @@ on_both_backends!(
 fn the_checks_catch_each_broken_guarantee() {
     let ledger = Ledger {
         order: ["e0", "e1", "e2"].map(str::to_owned).to_vec(),
-        refused: 0,
+        ..Ledger::default()
     };
     let position = ledger.position();
     let request = |delivery: &str, ids: &[&str], status: u16| {

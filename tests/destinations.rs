@@ -545,6 +545,84 @@ async fn a_test_message_for_an_unsaved_configuration(backend: Backend) {
     app.stop().await;
 }
 
+/// Every range that is not a public internet destination is refused, in each of its
+/// spellings; public addresses, and NAT64 addresses of public IPv4 hosts, pass.
+#[test]
+fn the_address_policy_refuses_what_is_not_public() {
+    use outhook::dispatch::sender::AddressPolicy;
+    let strict = AddressPolicy::default();
+    for ip in [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",
+        "0.0.0.0",
+        "100.64.0.1",
+        "192.0.0.8",
+        "192.0.2.10",    // documentation
+        "198.51.100.7",  // documentation
+        "203.0.113.200", // documentation
+        "198.18.0.1",    // benchmarking
+        "198.19.255.254",
+        "192.88.99.1", // 6to4 relay anycast
+        "224.0.0.1",
+        "240.0.0.1",
+        "255.255.255.255",
+        "::",
+        "::1",
+        "::127.0.0.1", // IPv4-compatible (::/96)
+        "::a00:1",
+        "::ffff:127.0.0.1",
+        "::ffff:10.0.0.1",
+        "64:ff9b::7f00:1", // NAT64 of 127.0.0.1
+        "64:ff9b::a9fe:a9fe",
+        "64:ff9b:1::808:808", // local-use NAT64
+        "100::1",             // discard-only
+        "2001::1",            // Teredo
+        "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+        "2001:2::1",   // benchmarking
+        "2001:10::1",  // ORCHID
+        "2001:db8::1", // documentation
+        "2001:db8:ffff::1",
+        "2002:7f00:1::1", // 6to4 of 127.0.0.1
+        "2002:808:808::1",
+        "3fff::1", // documentation
+        "fc00::1",
+        "fd00:ec2::254", // AWS metadata
+        "fe80::1",
+        "fec0::1", // site-local
+        "feff::1",
+        "ff02::1",
+    ] {
+        let parsed: std::net::IpAddr = ip.parse().unwrap();
+        assert!(!strict.permits(parsed), "{ip} must be refused");
+    }
+    for ip in [
+        "93.184.216.34",
+        "8.8.8.8",
+        "198.17.255.255",
+        "198.20.0.1",
+        "192.0.3.1",
+        "2606:4700::1111",
+        "2a00:1450:4001::1",
+        "2001:200::1", // just past 2001::/23
+        "2001:4860:4860::8888",
+        "2003::1",
+        "64:ff9b::808:808", // NAT64 of 8.8.8.8
+        "::ffff:8.8.8.8",
+    ] {
+        assert!(strict.permits(ip.parse().unwrap()), "{ip} must be allowed");
+    }
+    // An allowed IPv4 range covers that range's IPv6 spellings too.
+    let loopback = AddressPolicy::new(vec!["127.0.0.0/8".parse().unwrap()]);
+    for ip in ["127.0.0.1", "::ffff:127.0.0.1", "64:ff9b::7f00:1"] {
+        assert!(loopback.permits(ip.parse().unwrap()), "{ip}");
+    }
+    assert!(!loopback.permits("10.0.0.1".parse().unwrap()));
+    assert!(!loopback.permits("::1".parse().unwrap()));
+}
+
 on_both_backends!(
     each_type_arrives_as_its_platform_expects,
     get_and_put_deliveries,

@@ -297,8 +297,8 @@ fn generic_golden() {
     }
 }
 
-#[test]
-fn custom_templates_golden() {
+#[tokio::test]
+async fn custom_templates_golden() {
     let template = r#"{
   "summary": "{{ event.eventType }} on {{ event.entity.fullyQualifiedName }} by {{ event.userName }}",
   "count": {{ events | length }},
@@ -312,18 +312,14 @@ fn custom_templates_golden() {
             if events.len() == 1 { 1 } else { 10 },
             Some(template),
         );
-        let raw = formatter_for(spec.webhook_type)
-            .render(&spec, &events)
-            .unwrap();
+        let raw = format::payload(&spec, &events).await.unwrap().body;
         let v = golden(&format!("custom_{case}"), &raw);
         assert_eq!(v["count"], events.len());
     }
     // Without a template, Custom sends the generic body.
     let plain = spec("Custom", 1, None);
     assert_eq!(
-        formatter_for(plain.webhook_type)
-            .render(&plain, &[created(1)])
-            .unwrap(),
+        format::payload(&plain, &[created(1)]).await.unwrap().body,
         render("Generic", 1, &[created(1)])
     );
     // A template that fails at render time, or renders something that is not JSON, is an error.
@@ -333,9 +329,7 @@ fn custom_templates_golden() {
     ] {
         let failing = spec("Custom", 1, Some(bad));
         assert!(
-            formatter_for(failing.webhook_type)
-                .render(&failing, &[created(1)])
-                .is_err(),
+            format::payload(&failing, &[created(1)]).await.is_err(),
             "{bad}"
         );
     }

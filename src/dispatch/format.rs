@@ -5,33 +5,37 @@
 //!   3000 characters per text, 10 fields per section, 150 per header);
 //! - MSTeams: a `message` with an Adaptive Card (FactSet per event) within 28 KB;
 //! - GoogleChat: a `cardsV2` message, a section per event, within 32,000 bytes;
-//! - Custom: the webhook's minijinja template (the generic body without one);
+//! - Custom: the webhook's minijinja template, rendered in the sandbox (the generic body
+//!   without one);
 //! - GET: one event flattened into query parameters (`seeds/004_*`), bounded.
 //!
 //! A batch too large for a chat message is summarised at its end, never cut off or refused.
 //! Formatting is pure: the same events give the same bytes (tests keep golden files).
+//! Only templates, which users write, run elsewhere: in a child process (`sandbox`).
 
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
 use super::router::LogEvent;
+use super::sandbox;
 use crate::domain::template;
-use crate::domain::webhook::{WebhookSpec, WebhookType};
+use crate::domain::webhook::{HttpMethod, WebhookSpec, WebhookType};
 
-/// Renders the body of one delivery. An error is a failure retrying cannot fix.
+/// Renders the body of one delivery in one of outhook's own formats. An error is a failure
+/// retrying cannot fix.
 pub trait Formatter: Send + Sync {
     fn render(&self, webhook: &WebhookSpec, events: &[Arc<LogEvent>]) -> Result<Vec<u8>, String>;
 }
 
-/// The body for a webhook type.
+/// The body for a webhook type; a Custom webhook without a template sends the generic
+/// body (its template is rendered by [`payload`]).
 pub fn formatter_for(webhook_type: WebhookType) -> &'static dyn Formatter {
     match webhook_type {
-        WebhookType::Generic => &Generic,
+        WebhookType::Generic | WebhookType::Custom => &Generic,
         WebhookType::Slack => &Slack,
         WebhookType::MSTeams => &Teams,
         WebhookType::GoogleChat => &GoogleChat,
-        WebhookType::Custom => &Custom,
     }
 }
 
@@ -108,57 +112,87 @@ pub fn template_context(webhook: &WebhookSpec, events: &[Arc<LogEvent>]) -> Resu
     }))
 }
 
-/// A Custom webhook: its template, which must render to JSON; without one, the generic body.
-pub struct Custom;
-
-impl Formatter for Custom {
-    fn render(&self, webhook: &WebhookSpec, events: &[Arc<LogEvent>]) -> Result<Vec<u8>, String> {
-        let Some(tpl) = &webhook.webhook_config.payload_template else {
-            return Generic.render(webhook, events);
-        };
-        let out = template::render(tpl.source(), &template_context(webhook, events)?)?;
-        serde_json::from_str::<serde::de::IgnoredAny>(&out)
-            .map_err(|e| format!("the template did not render JSON: {e}"))?;
-        Ok(out.into_bytes())
-    }
+/// What a delivery carries of the webhook's own: its body (POST, PUT) or query string
+/// (GET), and its headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payload {
+    /// Empty for GET.
+    pub body: Vec<u8>,
+    /// The event as query parameters, for GET.
+    pub query: Option<String>,
+    pub headers: Vec<(String, String)>,
 }
 
-/// Custom headers that use template syntax, rendered; a value that renders to something
-/// that cannot be a header is an error.
-pub fn render_headers(
-    webhook: &WebhookSpec,
-    events: &[Arc<LogEvent>],
-) -> Result<Vec<(String, String)>, String> {
-    let headers = &webhook.webhook_config.headers.0;
-    if webhook.webhook_type != WebhookType::Custom
-        || !headers.values().any(|v| template::is_template(v))
-    {
-        return Ok(headers
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect());
-    }
-    let context = template_context(webhook, events)?;
-    headers
+/// The payload of one delivery. A Custom webhook's templates (its body, and headers that
+/// use template syntax) are rendered together in the sandbox; a body template must render
+/// JSON. An error is a failure retrying cannot fix.
+pub async fn payload(spec: &WebhookSpec, events: &[Arc<LogEvent>]) -> Result<Payload, String> {
+    let config = &spec.webhook_config;
+    let custom = spec.webhook_type == WebhookType::Custom;
+    let get = config.http_method == HttpMethod::Get;
+    let body_template = config
+        .payload_template
+        .as_ref()
+        .filter(|_| custom && !get)
+        .map(|t| t.source());
+    let templated: Vec<&str> = config
+        .headers
+        .0
         .iter()
-        .map(|(name, value)| {
-            if !template::is_template(value) {
-                return Ok((name.clone(), value.clone()));
+        .filter(|(_, value)| custom && template::is_template(value))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let mut sources: Vec<&str> = body_template.into_iter().collect();
+    sources.extend(
+        templated
+            .iter()
+            .map(|name| config.headers.0[*name].as_str()),
+    );
+    let mut rendered = if sources.is_empty() {
+        Vec::new()
+    } else {
+        let context = Arc::new(template_context(spec, events)?);
+        sandbox::render_all(&sources, context).await.map_err(|e| {
+            match e.index.checked_sub(usize::from(body_template.is_some())) {
+                Some(header) => format!("header '{}': {}", templated[header], e.message),
+                None => e.message,
             }
-            let rendered =
-                template::render(value, &context).map_err(|e| format!("header '{name}': {e}"))?;
-            if rendered.len() > 4096
-                || rendered
-                    .chars()
-                    .any(|c| c != '\t' && (c.is_control() || !c.is_ascii()))
-            {
-                return Err(format!(
-                    "header '{name}' rendered to something that is not a header value"
-                ));
-            }
-            Ok((name.clone(), rendered))
-        })
-        .collect()
+        })?
+    }
+    .into_iter();
+    let (body, query) = match (get, body_template) {
+        (true, _) => (Vec::new(), Some(query_string(spec, events)?)),
+        (false, Some(_)) => {
+            let out = rendered.next().expect("the body was rendered first");
+            serde_json::from_str::<serde::de::IgnoredAny>(&out)
+                .map_err(|e| format!("the template did not render JSON: {e}"))?;
+            (out.into_bytes(), None)
+        }
+        (false, None) => (formatter_for(spec.webhook_type).render(spec, events)?, None),
+    };
+    let mut headers = Vec::with_capacity(config.headers.0.len());
+    for (name, value) in &config.headers.0 {
+        if !templated.contains(&name.as_str()) {
+            headers.push((name.clone(), value.clone()));
+            continue;
+        }
+        let value = rendered.next().expect("each templated header was rendered");
+        if value.len() > 4096
+            || value
+                .chars()
+                .any(|c| c != '\t' && (c.is_control() || !c.is_ascii()))
+        {
+            return Err(format!(
+                "header '{name}' rendered to something that is not a header value"
+            ));
+        }
+        headers.push((name.clone(), value));
+    }
+    Ok(Payload {
+        body,
+        query,
+        headers,
+    })
 }
 
 /// The longest query string a GET delivery sends.

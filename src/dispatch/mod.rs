@@ -11,6 +11,7 @@ pub mod index;
 pub mod metrics;
 pub mod recorder;
 pub mod router;
+pub mod sandbox;
 pub mod sender;
 pub mod sign;
 pub mod worker;
@@ -218,7 +219,7 @@ impl Dispatcher {
     pub async fn send_test(&self, webhook: &Webhook, event: LogEvent) -> (Sent, i64) {
         let events = [Arc::new(event)];
         let now = self.ctx.clock.now_ms();
-        match worker::build_request(webhook, &events, Uuid::new_v4(), 1, now) {
+        match worker::build_request(webhook, &events, Uuid::new_v4(), 1, now).await {
             Ok(request) => {
                 let size = request.body.len() as i64;
                 (self.ctx.sender.send(request).await, size)

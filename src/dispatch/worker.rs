@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::Context;
-use super::format::{self, formatter_for};
+use super::format;
 use super::router::LogEvent;
 use super::sender::{OutboundRequest, Sent, header_map};
 use super::sign;
@@ -451,16 +451,23 @@ impl Worker {
             return (Sent::unsent(nothing_to_send), 0);
         }
         let now = self.ctx.clock.now_ms();
-        let request =
-            match build_request(webhook, events, batch.delivery_id, batch.attempts + 1, now) {
-                Ok(request) => request,
-                Err(reason) => {
-                    return (
-                        Sent::unsent(AttemptResult::error(ErrorKind::Render, reason)),
-                        0,
-                    );
-                }
-            };
+        let request = match build_request(
+            webhook,
+            events,
+            batch.delivery_id,
+            batch.attempts + 1,
+            now,
+        )
+        .await
+        {
+            Ok(request) => request,
+            Err(reason) => {
+                return (
+                    Sent::unsent(AttemptResult::error(ErrorKind::Render, reason)),
+                    0,
+                );
+            }
+        };
         let size = request.body.len() as i64;
         let _permit = self.ctx.in_flight.acquire().await;
         (self.ctx.sender.send(request).await, size)
@@ -511,7 +518,7 @@ fn start_position(state: &DispatchState) -> i64 {
 /// The request of one attempt: formatted for the destination, with the webhook's headers
 /// (rendered, for Custom), outhook's, and the signature of exactly the bytes sent. An error
 /// means the batch cannot be rendered (a failure retrying cannot fix).
-pub fn build_request(
+pub async fn build_request(
     webhook: &Webhook,
     events: &[Arc<LogEvent>],
     delivery_id: Uuid,
@@ -520,10 +527,10 @@ pub fn build_request(
 ) -> Result<OutboundRequest, String> {
     let spec = &webhook.spec;
     let config = &spec.webhook_config;
+    let payload = format::payload(spec, events).await?;
     let mut url = config.endpoint.url().clone();
-    let (method, body, signed) = match config.http_method {
-        HttpMethod::Get => {
-            let query = format::query_string(spec, events)?;
+    let (method, body, signed) = match payload.query {
+        Some(query) => {
             let full = match url.query() {
                 Some(existing) if !existing.is_empty() => format!("{existing}&{query}"),
                 _ => query,
@@ -531,18 +538,17 @@ pub fn build_request(
             url.set_query(Some(&full));
             (reqwest::Method::GET, Vec::new(), full.into_bytes())
         }
-        method => {
-            let body = formatter_for(spec.webhook_type).render(spec, events)?;
-            let method = if method == HttpMethod::Put {
+        None => {
+            let method = if config.http_method == HttpMethod::Put {
                 reqwest::Method::PUT
             } else {
                 reqwest::Method::POST
             };
-            let signed = body.clone();
-            (method, body, signed)
+            let signed = payload.body.clone();
+            (method, payload.body, signed)
         }
     };
-    let mut headers = header_map(format::render_headers(spec, events)?);
+    let mut headers = header_map(payload.headers);
     if method != reqwest::Method::GET {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }

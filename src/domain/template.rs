@@ -1,7 +1,16 @@
 //! Custom payload templates: minijinja, sandboxed (no file or network access, bounded
 //! work, output and recursion). The event or batch is the context.
+//!
+//! Memory is not bounded here: minijinja has no hook for it, and one `~` can double a
+//! string. Deliveries render in a child process with a memory limit
+//! (`crate::dispatch::sandbox`); this module holds what that process runs.
 
-use minijinja::{Environment, UndefinedBehavior};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use minijinja::machinery::{self, Instruction};
+use minijinja::value::{Enumerator, Object, ObjectRepr, Value};
+use minijinja::{Environment, ErrorKind, Template, UndefinedBehavior};
 
 /// The largest template accepted.
 pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
@@ -10,7 +19,8 @@ pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
 /// Work a render may do before it is stopped (a loop that never ends fails instead).
 const FUEL: u64 = 1_000_000;
 
-fn environment() -> Environment<'static> {
+/// The environment every template compiles and renders in.
+pub fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_fuel(Some(FUEL));
     env.set_recursion_limit(64);
@@ -19,7 +29,9 @@ fn environment() -> Environment<'static> {
     env
 }
 
-/// Checks that a template parses; the error names the line.
+/// Checks that a template parses and uses only filters, tests and functions that exist
+/// (minijinja itself finds an unknown one only when it is reached while rendering); the
+/// error names the line.
 pub fn check(source: &str) -> Result<(), String> {
     if source.len() > MAX_TEMPLATE_BYTES {
         return Err(format!(
@@ -27,22 +39,209 @@ pub fn check(source: &str) -> Result<(), String> {
         ));
     }
     let env = environment();
-    env.template_from_str(source).map(|_| ()).map_err(describe)
+    let template = env.template_from_str(source).map_err(describe)?;
+    check_names(&env, &template)
 }
 
-/// Renders a template with `context`.
-pub fn render(source: &str, context: &serde_json::Value) -> Result<String, String> {
-    let env = environment();
-    let template = env.template_from_str(source).map_err(describe)?;
-    let out = template
-        .render(minijinja::value::Serde(context))
-        .map_err(describe)?;
-    if out.len() > MAX_OUTPUT_BYTES {
-        return Err(format!(
-            "the rendered body is over {MAX_OUTPUT_BYTES} bytes"
-        ));
+/// Every filter, test and function call of the compiled template, looked up where the
+/// renderer would look it up.
+fn check_names(env: &Environment<'_>, template: &Template<'_, '_>) -> Result<(), String> {
+    let compiled = machinery::get_compiled_template(template);
+    let all = || std::iter::once(&compiled.instructions).chain(compiled.blocks.values());
+    // A function may be a global (`range`, `namespace`…), `loop` in a recursive loop, or a
+    // name the template binds itself (`{% set f = range %}`).
+    let mut callable: HashSet<String> = env.globals().map(|(name, _)| name.to_owned()).collect();
+    callable.insert("loop".into());
+    for instructions in all() {
+        for (_, instruction) in each(instructions) {
+            if let Instruction::StoreLocal(name) = instruction {
+                callable.insert((*name).to_owned());
+            }
+        }
     }
-    Ok(out)
+    for instructions in all() {
+        for (idx, instruction) in each(instructions) {
+            let unknown = match instruction {
+                Instruction::ApplyFilter(name, ..) => probe_fails(
+                    env,
+                    &format!("{{{{ none | {name} }}}}"),
+                    ErrorKind::UnknownFilter,
+                )
+                .then(|| format!("unknown filter '{name}'")),
+                Instruction::PerformTest(name, ..) => probe_fails(
+                    env,
+                    &format!("{{{{ none is {name} }}}}"),
+                    ErrorKind::UnknownTest,
+                )
+                .then(|| format!("unknown test '{name}'")),
+                Instruction::CallFunction(name, _) if !callable.contains(*name) => {
+                    Some(format!("unknown function '{name}'"))
+                }
+                _ => None,
+            };
+            if let Some(reason) = unknown {
+                return Err(match instructions.get_line(idx) {
+                    Some(line) => format!("line {line}: {reason}"),
+                    None => reason,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The instructions of a compiled template with their indexes.
+fn each<'i, 's>(
+    instructions: &'i machinery::Instructions<'s>,
+) -> impl Iterator<Item = (u32, &'i Instruction<'s>)> {
+    (0..).map_while(move |idx| instructions.get(idx).map(|i| (idx, i)))
+}
+
+/// Whether a one-line template fails with `kind`: the environment's own answer to
+/// whether it has a filter or a test of a name (applied to `none` without arguments, any
+/// other outcome means it exists).
+fn probe_fails(env: &Environment<'_>, probe: &str, kind: ErrorKind) -> bool {
+    env.render_str(probe, ()).is_err_and(|e| e.kind() == kind)
+}
+
+/// Renders a compiled template with `context`, stopping as soon as the output passes
+/// [`MAX_OUTPUT_BYTES`] (the output is written piece by piece, never held past the bound).
+pub fn render_bounded(template: &Template<'_, '_>, context: Value) -> Result<String, String> {
+    let mut out = BoundedOutput::default();
+    match template.render_captured_to(context, &mut out) {
+        Ok(_) => Ok(String::from_utf8(out.bytes)
+            .map_err(|_| "the template rendered text that is not UTF-8".to_owned())?),
+        Err(_) if out.overflowed => Err(format!(
+            "the rendered output is over {MAX_OUTPUT_BYTES} bytes"
+        )),
+        Err(err) => Err(describe(err)),
+    }
+}
+
+/// A writer that refuses the write that would take it past [`MAX_OUTPUT_BYTES`].
+#[derive(Default)]
+struct BoundedOutput {
+    bytes: Vec<u8>,
+    overflowed: bool,
+}
+
+impl std::io::Write for BoundedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > MAX_OUTPUT_BYTES {
+            self.overflowed = true;
+            return Err(std::io::Error::other("output bound reached"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A JSON document as a template context. Values are read where the template looks and
+/// only then copied, so a render costs what the template touches rather than a copy of a
+/// whole batch.
+pub fn json_context(document: Arc<serde_json::Value>) -> Value {
+    JsonNode {
+        root: document,
+        path: Vec::new(),
+    }
+    .into_value()
+}
+
+/// An object or array inside a shared JSON document, by its path from the root.
+#[derive(Debug)]
+struct JsonNode {
+    root: Arc<serde_json::Value>,
+    path: Vec<Step>,
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Key(Arc<str>),
+    Index(usize),
+}
+
+impl JsonNode {
+    fn node(&self) -> &serde_json::Value {
+        self.path
+            .iter()
+            .try_fold(&*self.root, |node, step| match step {
+                Step::Key(key) => node.get(&**key),
+                Step::Index(i) => node.get(*i),
+            })
+            .unwrap_or(&serde_json::Value::Null)
+    }
+
+    fn child(&self, step: Step) -> Value {
+        let mut path = self.path.clone();
+        path.push(step);
+        JsonNode {
+            root: self.root.clone(),
+            path,
+        }
+        .into_value()
+    }
+
+    fn into_value(self) -> Value {
+        use serde_json::Value as Json;
+        match self.node() {
+            Json::Null => Value::from(()),
+            Json::Bool(b) => Value::from(*b),
+            Json::Number(n) => n
+                .as_i64()
+                .map(Value::from)
+                .or_else(|| n.as_u64().map(Value::from))
+                .unwrap_or_else(|| Value::from(n.as_f64().unwrap_or(f64::NAN))),
+            Json::String(s) => Value::from(s.as_str()),
+            Json::Array(_) | Json::Object(_) => Value::from_object(self),
+        }
+    }
+}
+
+impl Object for JsonNode {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        if self.node().is_array() {
+            ObjectRepr::Seq
+        } else {
+            ObjectRepr::Map
+        }
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        match self.node() {
+            serde_json::Value::Object(map) => {
+                let key = key.as_str()?;
+                map.contains_key(key)
+                    .then(|| self.child(Step::Key(key.into())))
+            }
+            serde_json::Value::Array(items) => {
+                let index = key.as_usize()?;
+                (index < items.len()).then(|| self.child(Step::Index(index)))
+            }
+            _ => None,
+        }
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        match self.node() {
+            serde_json::Value::Object(map) => {
+                Enumerator::Values(map.keys().map(|k| Value::from(k.as_str())).collect())
+            }
+            serde_json::Value::Array(items) => Enumerator::Seq(items.len()),
+            _ => Enumerator::Empty,
+        }
+    }
+
+    fn enumerator_len(self: &Arc<Self>) -> Option<usize> {
+        match self.node() {
+            serde_json::Value::Object(map) => Some(map.len()),
+            serde_json::Value::Array(items) => Some(items.len()),
+            _ => Some(0),
+        }
+    }
 }
 
 /// True when a string uses template syntax.
@@ -50,7 +249,8 @@ pub fn is_template(text: &str) -> bool {
     text.contains("{{") || text.contains("{%")
 }
 
-fn describe(err: minijinja::Error) -> String {
+/// A minijinja error as one line, with the template line when known.
+pub fn describe(err: minijinja::Error) -> String {
     let reason = err
         .detail()
         .map(str::to_owned)
@@ -66,6 +266,12 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn render(source: &str, context: serde_json::Value) -> Result<String, String> {
+        let env = environment();
+        let template = env.template_from_str(source).map_err(describe)?;
+        render_bounded(&template, json_context(Arc::new(context)))
+    }
+
     #[test]
     fn parse_errors_name_the_line() {
         let err = check("{\n  \"a\": {{ event.eventType }},\n  \"b\": {{ event.entity.name \n}")
@@ -78,20 +284,101 @@ mod tests {
     }
 
     #[test]
+    fn unknown_filters_tests_and_functions_are_found_before_rendering() {
+        for (source, expected) in [
+            (
+                "{{ x | nosuchfilter }}",
+                "line 1: unknown filter 'nosuchfilter'",
+            ),
+            (
+                "{% if false %}\n{{ x | upper | nosuch(1) }}{% endif %}",
+                "line 2: unknown filter 'nosuch'",
+            ),
+            (
+                "{% if x is nosuchtest %}{% endif %}",
+                "unknown test 'nosuchtest'",
+            ),
+            (
+                "{{ nosuchfunction(1) }}",
+                "unknown function 'nosuchfunction'",
+            ),
+            ("{{ event() }}", "unknown function 'event'"),
+        ] {
+            let err = check(source).unwrap_err();
+            assert!(err.contains(expected), "{source}: {err}");
+        }
+        for known in [
+            "{{ x | tojson }}{{ x | default('a') | upper }}{{ x | batch(2) | list }}",
+            "{% if x is defined and x is not none %}{% endif %}",
+            "{% set ns = namespace(n=0) %}{% for i in range(3) %}{% endfor %}{{ dict(a=1) }}",
+            "{% set f = range %}{{ f(2) | list }}",
+            "{% for e in events recursive %}{{ loop(e.children) }}{% endfor %}",
+        ] {
+            assert!(check(known).is_ok(), "{known}: {:?}", check(known));
+        }
+    }
+
+    #[test]
     fn renders_with_the_event_and_stays_bounded() {
         let ctx = json!({"event": {"eventType": "entityCreated", "entity": {"name": "t"}}});
         let out = render(
             r#"{"kind": {{ event.eventType | tojson }}, "owner": "{{ event.entity.owner.name }}"}"#,
-            &ctx,
+            ctx.clone(),
         )
         .unwrap();
         assert_eq!(out, r#"{"kind": "entityCreated", "owner": ""}"#);
         let err = render(
             "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
-            &ctx,
+            ctx.clone(),
         )
         .unwrap_err();
         assert!(err.contains("fuel") || err.contains("out of"), "{err}");
-        assert!(render("{{ 1 / 0 }}", &ctx).is_err());
+        assert!(render("{{ 1 / 0 }}", ctx.clone()).is_err());
+        // Output stops at the bound, not after the loop.
+        let err = render(
+            "{% for i in range(100000) %}0123456789abcdef{% endfor %}",
+            ctx.clone(),
+        )
+        .unwrap_err();
+        assert!(err.contains("over 1048576 bytes"), "{err}");
+    }
+
+    #[test]
+    fn the_json_context_reads_like_the_document() {
+        let doc = json!({
+            "event": {"n": 1, "big": 18446744073709551615u64, "f": 1.5, "t": true, "z": null,
+                      "tags": [{"tagFQN": "A"}, {"tagFQN": "B"}], "entity": {"name": "x", "k": {}}},
+            "events": [{"id": 1}, {"id": 2}, {"id": 3}],
+        });
+        let whole = render("{{ event | tojson }}", doc.clone()).unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&whole).unwrap(),
+            doc["event"]
+        );
+        for (source, expected) in [
+            ("{{ events | map(attribute='id') | join(',') }}", "1,2,3"),
+            (
+                "{{ events[-1].id }} {{ events | length }} {{ event.tags[1].tagFQN }}",
+                "3 3 B",
+            ),
+            (
+                "{{ event.big }} {{ event.f }} {{ event.t }} {{ event.z is none }}",
+                "18446744073709551615 1.5 True True",
+            ),
+            (
+                "{% for k, v in event.entity | items %}{{ k }};{% endfor %}",
+                "k;name;",
+            ),
+            (
+                "{{ 'name' in event.entity }} {{ event.missing.deeper }}|{{ event.entity.k | length }}",
+                "True |0",
+            ),
+            (
+                "{{ events | selectattr('id', 'gt', 1) | map(attribute='id') | list | tojson }}",
+                "[2, 3]",
+            ),
+        ] {
+            assert_eq!(render(source, doc.clone()).unwrap(), expected, "{source}");
+        }
     }
 }

@@ -504,6 +504,44 @@ async fn templates_fail_early_or_once(backend: Backend) {
     app.stop().await;
 }
 
+/// What an event holds never stops delivery through a templated header: a value a header
+/// cannot carry is percent-encoded, CR/LF dropped.
+async fn templated_headers_carry_any_entity_name(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let rx = Receiver::start().await;
+    let mut body = webhook(
+        "names",
+        &rx.url("/names"),
+        1,
+        json!([{"eventType": "entityCreated"}]),
+    );
+    body["webhookType"] = json!("Custom");
+    body["webhookConfig"]["headers"] =
+        json!({"X-Name": "{{ event.entity.label }}", "X-Kind": "{{ event.entity.type }}"});
+    let id = created_id(&app, body).await;
+    let names = ["Café", "two\r\nlines", "nul\u{0}byte", "100% sure", "plain"];
+    for (i, name) in names.iter().enumerate() {
+        // `label`: an entity field of the publisher's own, which outhook does not check.
+        let mut e = event("entityCreated", "table", &format!("t{i}"));
+        e["entity"]["label"] = json!(name);
+        app.publish(e).await;
+    }
+    let got = rx.wait_for("/names", names.len(), WAIT).await;
+    let sent: Vec<&str> = got.iter().map(|r| r.header("x-name").unwrap()).collect();
+    assert_eq!(
+        sent,
+        ["Caf%C3%A9", "twolines", "nulbyte", "100% sure", "plain"]
+    );
+    assert!(got.iter().all(|r| r.header("x-kind") == Some("table")));
+    // The body is the event as published.
+    assert_eq!(got[0].json()["entity"]["label"], "Café");
+    assert_eq!(
+        app.get(&format!("/api/v1/webhooks/{id}/status")).await["status"],
+        "active"
+    );
+    app.stop().await;
+}
+
 async fn a_test_message_for_an_unsaved_configuration(backend: Backend) {
     let app = TestApp::start(backend).await;
     let rx = Receiver::start().await;
@@ -628,5 +666,6 @@ on_both_backends!(
     get_and_put_deliveries,
     every_scheme_verifies_with_independent_code,
     templates_fail_early_or_once,
+    templated_headers_carry_any_entity_name,
     a_test_message_for_an_unsaved_configuration,
 );

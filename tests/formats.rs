@@ -353,3 +353,59 @@ fn get_query_golden() {
             .any(|p| p[0] == "entity_owner_name" && p[1] == "john.doe")
     );
 }
+
+/// An event too large for a GET query keeps what says which event it is: two events that
+/// differ only in their id never give the same request.
+#[test]
+fn get_queries_keep_the_event_identity_when_shortened() {
+    let spec = spec("Generic", 1, None);
+    let oversized = |n: u32| {
+        let mut body: Value = serde_json::from_str(&updated(n).body).unwrap();
+        // Fields sorting before the identity (`aaa`, `description`) and after it.
+        body["entity"]["aaa"] = json!("a".repeat(9_000));
+        body["entity"]["description"] = json!("Ünïcode ".repeat(2_000));
+        body["zzz"] = json!("z".repeat(9_000));
+        let event_id = Uuid::from_u128(0x1000 + u128::from(n));
+        Arc::new(LogEvent::new(i64::from(n), event_id, body.to_string()))
+    };
+    let (first, second) = (oversized(1), oversized(2));
+    let query = format::query_string(&spec, std::slice::from_ref(&first)).unwrap();
+    assert!(query.len() <= format::MAX_QUERY_BYTES, "{}", query.len());
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let value = |key: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("{key} is missing from {query}"))
+    };
+    let body: Value = serde_json::from_str(&first.body).unwrap();
+    assert_eq!(value("eventId"), body["eventId"].as_str().unwrap());
+    assert_eq!(value("eventType"), "entityUpdated");
+    assert_eq!(value("timestamp"), body["timestamp"].to_string());
+    assert_eq!(value("entity_id"), body["entity"]["id"].as_str().unwrap());
+    assert_eq!(value("entity_type"), "table");
+    assert_eq!(value("webhookName"), "DataTeamAlerts");
+    assert_eq!(
+        value("entity_owner_name"),
+        "john.doe",
+        "small values stay whole"
+    );
+    assert_eq!(value("_truncated"), "true");
+    // The large values are shortened, not dropped, and share the room.
+    for key in ["entity_aaa", "entity_description", "zzz"] {
+        let shortened = value(key);
+        assert!(
+            (1_000..9_000).contains(&shortened.len()),
+            "{key}: {}",
+            shortened.len()
+        );
+    }
+    assert_ne!(
+        query,
+        format::query_string(&spec, &[second]).unwrap(),
+        "two events, two requests"
+    );
+}

@@ -177,16 +177,7 @@ pub async fn payload(spec: &WebhookSpec, events: &[Arc<LogEvent>]) -> Result<Pay
             continue;
         }
         let value = rendered.next().expect("each templated header was rendered");
-        if value.len() > 4096
-            || value
-                .chars()
-                .any(|c| c != '\t' && (c.is_control() || !c.is_ascii()))
-        {
-            return Err(format!(
-                "header '{name}' rendered to something that is not a header value"
-            ));
-        }
-        headers.push((name.clone(), value));
+        headers.push((name.clone(), header_value(&value)));
     }
     Ok(Payload {
         body,
@@ -195,12 +186,69 @@ pub async fn payload(spec: &WebhookSpec, events: &[Arc<LogEvent>]) -> Result<Pay
     })
 }
 
+/// The longest value a rendered header carries.
+pub const MAX_HEADER_VALUE_BYTES: usize = 4096;
+
+/// A rendered header value made into one a header can carry, so that what an event holds
+/// (an entity named `Café`, a description with a line break) never stops delivery. CR,
+/// LF and NUL are dropped: they would end the header. If anything else a header cannot
+/// carry remains (other control characters, non-ASCII text), the value goes
+/// percent-encoded as UTF-8, `%` included so that it decodes to exactly what was rendered
+/// (`Café` → `Caf%C3%A9`); a value that needs nothing goes as rendered. At most
+/// [`MAX_HEADER_VALUE_BYTES`] are kept.
+pub fn header_value(rendered: &str) -> String {
+    let kept: String = rendered
+        .chars()
+        .filter(|c| !matches!(c, '\r' | '\n' | '\0'))
+        .collect();
+    let carried = |c: char| c == '\t' || (' '..='~').contains(&c);
+    let encode = !kept.chars().all(carried);
+    let mut value = String::with_capacity(kept.len().min(MAX_HEADER_VALUE_BYTES));
+    let mut utf8 = [0u8; 4];
+    for c in kept.chars() {
+        let piece = if !encode || (carried(c) && c != '%') {
+            c.encode_utf8(&mut utf8).to_owned()
+        } else {
+            c.encode_utf8(&mut utf8)
+                .bytes()
+                .map(|b| format!("%{b:02X}"))
+                .collect()
+        };
+        // Whole characters only: a cut never splits a `%XX` or a character's bytes.
+        if value.len() + piece.len() > MAX_HEADER_VALUE_BYTES {
+            break;
+        }
+        value.push_str(&piece);
+    }
+    value
+}
+
 /// The longest query string a GET delivery sends.
 pub const MAX_QUERY_BYTES: usize = 8 * 1024;
 
+/// The parameters that say which event a GET request is about: never shortened or
+/// dropped, so that two events never give the same request.
+pub const IDENTIFYING_PARAMETERS: &[&str] = &[
+    "eventId",
+    "eventType",
+    "entity_id",
+    "entity_type",
+    "entityId",
+    "entityType",
+    "timestamp",
+    "webhookName",
+];
+
+/// A value is not shortened below this many bytes (encoded); past that, parameters are
+/// dropped instead.
+const SHORTEST_VALUE: usize = 64;
+
 /// One event as query parameters: nested keys joined with `_` as in `seeds/004_*`
 /// (`entity_owner_name=alice`, `entity_tags_0_tagFQN=PII.Sensitive`). Past
-/// [`MAX_QUERY_BYTES`] the last parameters are dropped and `_truncated=true` is added.
+/// [`MAX_QUERY_BYTES`], the largest values are shortened first, all to one length, as
+/// little as needed; when even [`SHORTEST_VALUE`] bytes each do not fit, whole parameters
+/// go, largest first. The [`IDENTIFYING_PARAMETERS`] are always sent whole, and
+/// `_truncated=true` marks a shortened query.
 pub fn query_string(webhook: &WebhookSpec, events: &[Arc<LogEvent>]) -> Result<String, String> {
     let [event] = events else {
         return Err(format!(
@@ -211,24 +259,106 @@ pub fn query_string(webhook: &WebhookSpec, events: &[Arc<LogEvent>]) -> Result<S
     let value = event_values(webhook, std::slice::from_ref(event))?.remove(0);
     let mut pairs = Vec::new();
     flatten("", &value, &mut pairs);
+    let encode =
+        |text: &str| url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>();
+    let params: Vec<(String, String, bool)> = pairs
+        .iter()
+        .map(|(k, v)| {
+            (
+                encode(k),
+                encode(v),
+                IDENTIFYING_PARAMETERS.contains(&k.as_str()),
+            )
+        })
+        .collect();
+    // Each parameter costs its key, `=`, its value and a separator.
+    let whole: usize = params.iter().map(|(k, v, _)| k.len() + v.len() + 2).sum();
+    if whole <= MAX_QUERY_BYTES + 1 {
+        return Ok(join(pairs.iter().map(|(k, v)| (k.as_str(), v.clone()))));
+    }
+    let marker = "_truncated=true";
+    let fixed: usize = params
+        .iter()
+        .filter(|(_, _, id)| *id)
+        .map(|(k, v, _)| k.len() + v.len() + 2)
+        .sum();
+    let room = (MAX_QUERY_BYTES + 1).saturating_sub(fixed + marker.len() + 1);
+    let others: Vec<usize> = (0..params.len()).filter(|&i| !params[i].2).collect();
+    let cost = |i: usize, cap: usize| params[i].0.len() + params[i].1.len().min(cap) + 2;
+    let total = |cap: usize, kept: &dyn Fn(usize) -> bool| -> usize {
+        others
+            .iter()
+            .filter(|&&i| kept(i))
+            .map(|&i| cost(i, cap))
+            .sum()
+    };
+    let mut dropped = vec![false; params.len()];
+    let cap = if total(SHORTEST_VALUE, &|_| true) <= room {
+        // The longest cap that fits: shorten only the values above it.
+        let (mut fits, mut too_long) = (SHORTEST_VALUE, MAX_QUERY_BYTES + 1);
+        while too_long - fits > 1 {
+            let mid = (fits + too_long) / 2;
+            if total(mid, &|_| true) <= room {
+                fits = mid;
+            } else {
+                too_long = mid;
+            }
+        }
+        fits
+    } else {
+        let mut largest = others.clone();
+        largest.sort_by_key(|&i| std::cmp::Reverse(cost(i, usize::MAX)));
+        for i in largest {
+            if total(SHORTEST_VALUE, &|j| !dropped[j]) <= room {
+                break;
+            }
+            dropped[i] = true;
+        }
+        SHORTEST_VALUE
+    };
+    let kept = pairs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !dropped[*i])
+        .map(|(i, (k, v))| {
+            let value = if params[i].2 {
+                v.clone()
+            } else {
+                shorten(v, cap)
+            };
+            (k.as_str(), value)
+        });
+    Ok(join(
+        kept.chain(std::iter::once(("_truncated", "true".to_owned()))),
+    ))
+}
+
+fn join<'a>(pairs: impl Iterator<Item = (&'a str, String)>) -> String {
     let mut out = url::form_urlencoded::Serializer::new(String::new());
-    let mut length = 0;
-    let mut truncated = false;
-    for (key, val) in &pairs {
-        let piece = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair(key, val)
-            .finish();
-        if length + piece.len() + 1 > MAX_QUERY_BYTES - "&_truncated=true".len() {
-            truncated = true;
+    for (key, value) in pairs {
+        out.append_pair(key, &value);
+    }
+    out.finish()
+}
+
+/// The longest start of `value`, in whole characters, whose form encoding takes at most
+/// `cap` bytes.
+fn shorten(value: &str, cap: usize) -> String {
+    let mut used = 0;
+    let mut end = 0;
+    for (at, c) in value.char_indices() {
+        let size = if c.is_ascii_alphanumeric() || "*-._ ".contains(c) {
+            1
+        } else {
+            3 * c.len_utf8()
+        };
+        if used + size > cap {
             break;
         }
-        length += piece.len() + 1;
-        out.append_pair(key, val);
+        used += size;
+        end = at + c.len_utf8();
     }
-    if truncated {
-        out.append_pair("_truncated", "true");
-    }
-    Ok(out.finish())
+    value[..end].to_owned()
 }
 
 fn flatten(prefix: &str, value: &Value, out: &mut Vec<(String, String)>) {
@@ -749,6 +879,34 @@ mod tests {
     }
 
     #[test]
+    fn rendered_header_values_are_made_valid() {
+        for (rendered, sent) in [
+            ("plain value, 50% off", "plain value, 50% off"),
+            ("Café", "Caf%C3%A9"),
+            ("a\r\nb\0c", "abc"),
+            ("100% Café\r\n", "100%25 Caf%C3%A9"),
+            ("tab\tok", "tab\tok"),
+            ("bell\u{7}del\u{7f}", "bell%07del%7F"),
+            ("日本", "%E6%97%A5%E6%9C%AC"),
+        ] {
+            let value = header_value(rendered);
+            assert_eq!(value, sent, "{rendered:?}");
+            assert!(reqwest::header::HeaderValue::from_str(&value).is_ok());
+        }
+        let long = header_value(&"é".repeat(3000));
+        assert_eq!(
+            long.len(),
+            MAX_HEADER_VALUE_BYTES - 4,
+            "whole characters of 6 bytes"
+        );
+        assert!(long.ends_with("%C3%A9"));
+        assert_eq!(
+            header_value(&"x".repeat(5000)).len(),
+            MAX_HEADER_VALUE_BYTES
+        );
+    }
+
+    #[test]
     fn get_flattens_and_bounds() {
         let e = event(
             1,
@@ -759,16 +917,98 @@ mod tests {
             q,
             "entity_name=a+b&entity_tags_0_tagFQN=PII&eventType=entityCreated&webhookName=hook+%22one%22&x=1"
         );
-        let long = format!(
-            r#"{{"a":"{}","b":"{}"}}"#,
-            "x".repeat(5000),
-            "y".repeat(5000)
+    }
+
+    fn parse_query(q: &str) -> Vec<(String, String)> {
+        url::form_urlencoded::parse(q.as_bytes())
+            .into_owned()
+            .collect()
+    }
+
+    #[test]
+    fn get_shortens_the_largest_values_and_keeps_the_identity() {
+        let id = uuid::Uuid::new_v4();
+        let body = json!({
+            "eventId": id, "eventType": "entityUpdated", "timestamp": 1705320000000i64,
+            "entity": {"id": "456e7890-e89b-12d3-a456-426614174111", "type": "table",
+                       "name": "orders", "description": "d".repeat(20_000),
+                       "aaa": "é".repeat(3000), "owner": {"name": "alice"}},
+        });
+        let q = query_string(&spec(1), &[event(1, &body.to_string())]).unwrap();
+        assert!(q.len() <= MAX_QUERY_BYTES, "{}", q.len());
+        let got = parse_query(&q);
+        let get = |k: &str| {
+            got.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("eventId"), Some(id.to_string().as_str()));
+        assert_eq!(get("eventType"), Some("entityUpdated"));
+        assert_eq!(get("timestamp"), Some("1705320000000"));
+        assert_eq!(
+            get("entity_id"),
+            Some("456e7890-e89b-12d3-a456-426614174111")
         );
-        let q = query_string(&spec(1), &[event(2, &long)]).unwrap();
+        assert_eq!(get("entity_type"), Some("table"));
+        assert_eq!(get("webhookName"), Some("hook \"one\""));
+        assert_eq!(get("entity_name"), Some("orders"));
+        assert_eq!(get("entity_owner_name"), Some("alice"));
+        assert_eq!(get("_truncated"), Some("true"));
+        // Both large values are cut to one encoded length, in whole characters, and use
+        // the room there is.
+        let description = get("entity_description").unwrap();
+        let accented = get("entity_aaa").unwrap();
+        assert!(description.len() > 1000 && description.chars().all(|c| c == 'd'));
+        assert!(accented.chars().all(|c| c == 'é'));
+        assert!(description.len().abs_diff(accented.chars().count() * 6) < 6);
+        assert!(q.len() > MAX_QUERY_BYTES - 64, "{}", q.len());
+        // Another event differs in its request even when everything else is cut.
+        let mut other = body.clone();
+        other["eventId"] = json!(uuid::Uuid::new_v4());
+        assert_ne!(
+            q,
+            query_string(&spec(1), &[event(2, &other.to_string())]).unwrap()
+        );
+    }
+
+    #[test]
+    fn get_drops_the_largest_parameters_when_shortening_is_not_enough() {
+        let mut entity = serde_json::Map::new();
+        for i in 0..400 {
+            entity.insert(format!("field{i:03}"), json!(format!("{i}").repeat(40)));
+        }
+        entity.insert("id".into(), json!("456e7890-e89b-12d3-a456-426614174111"));
+        entity.insert("type".into(), json!("table"));
+        entity.insert("big".into(), json!("b".repeat(1000)));
+        let body = json!({"eventId": uuid::Uuid::new_v4(), "eventType": "entityCreated",
+                          "timestamp": 1, "entity": entity});
+        let q = query_string(&spec(1), &[event(1, &body.to_string())]).unwrap();
+        assert!(q.len() <= MAX_QUERY_BYTES, "{}", q.len());
+        let got = parse_query(&q);
+        let keys: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+        for id in [
+            "eventId",
+            "eventType",
+            "timestamp",
+            "entity_id",
+            "entity_type",
+            "webhookName",
+        ] {
+            assert!(keys.contains(&id), "{id} kept");
+        }
+        assert!(!keys.contains(&"entity_big"), "the largest goes first");
+        assert_eq!(keys.last(), Some(&"_truncated"));
+        // What is kept is cut to the shortest length (a two-digit field's 80 bytes to 64).
+        let fields: Vec<&(String, String)> = got
+            .iter()
+            .filter(|(k, _)| k.starts_with("entity_field"))
+            .collect();
+        assert!(fields.iter().all(|(_, v)| v.len() <= SHORTEST_VALUE));
         assert!(
-            q.len() <= MAX_QUERY_BYTES && q.ends_with("_truncated=true"),
-            "{}",
-            q.len()
+            fields
+                .iter()
+                .any(|(k, v)| k == "entity_field042" && v.len() == SHORTEST_VALUE)
         );
+        assert!(fields.len() > 50, "{}", fields.len());
     }
 }

@@ -542,6 +542,146 @@ async fn templated_headers_carry_any_entity_name(backend: Backend) {
     app.stop().await;
 }
 
+/// Credential headers are secrets, as `secretKey` is: every response and change record
+/// shows the mask, sending the mask back keeps the value, and deliveries carry the value.
+async fn credential_headers_are_never_shown(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let rx = Receiver::start().await;
+    let secrets = [
+        "Bearer s3cret-bearer",
+        "k-api-key-1",
+        "tok-custom-2",
+        "sid=cookie-3",
+        "pw-4",
+        "Bearer s3cret-new",
+        "Bearer added-5",
+    ];
+    let shows_no_secret = |what: &str, body: &Value| {
+        let text = body.to_string();
+        for secret in secrets {
+            assert!(!text.contains(secret), "{what} shows {secret}: {text}");
+        }
+    };
+    let mut body = webhook(
+        "creds",
+        &rx.url("/creds"),
+        1,
+        json!([{"eventType": "entityCreated"}]),
+    );
+    body["webhookConfig"]["headers"] = json!({
+        "Authorization": secrets[0], "X-Api-Key": secrets[1], "x-custom-TOKEN": secrets[2],
+        "Cookie": secrets[3], "X-Db-Password": secrets[4], "X-Plain": "visible",
+    });
+    let created = app.create_webhook(body.clone()).await;
+    shows_no_secret("create", &created);
+    let id = created["id"].as_str().unwrap().to_owned();
+    let masked = json!({
+        "Authorization": "********", "X-Api-Key": "********", "x-custom-TOKEN": "********",
+        "Cookie": "********", "X-Db-Password": "********", "X-Plain": "visible",
+    });
+    assert_eq!(created["webhookConfig"]["headers"], masked);
+
+    // A reader sees the mask, by id, by name and in the list.
+    let (status, reader) = call(
+        app.admin(Method::POST, "/api/v1/tokens")
+            .json(&json!({"name": "viewer", "role": "reader"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{reader}");
+    let reader = reader["token"].as_str().unwrap().to_owned();
+    for path in [
+        format!("/api/v1/webhooks/{id}"),
+        "/api/v1/webhooks/name/creds".to_owned(),
+        "/api/v1/webhooks".to_owned(),
+    ] {
+        let (status, read) = call(app.client.get(app.url(&path)).bearer_auth(&reader)).await;
+        assert_eq!(status, 200, "{read}");
+        shows_no_secret(&path, &read);
+    }
+
+    // Deliveries carry the values.
+    app.publish(event("entityCreated", "table", "a")).await;
+    let got = rx.wait_for("/creds", 1, WAIT).await;
+    assert_eq!(got[0].header("authorization"), Some(secrets[0]));
+    assert_eq!(got[0].header("x-api-key"), Some(secrets[1]));
+    assert_eq!(got[0].header("cookie"), Some(secrets[3]));
+
+    // A PATCH of another header keeps them (the patched document holds the mask).
+    let patched = app
+        .patch(
+            &id,
+            json!([{"op": "replace", "path": "/webhookConfig/headers/X-Plain", "value": "changed"}]),
+        )
+        .await;
+    shows_no_secret("patch", &patched);
+    assert_eq!(
+        patched["changeDescription"]["fieldsUpdated"],
+        json!([{"name": "webhookConfig.headers.X-Plain", "oldValue": "visible", "newValue": "changed"}])
+    );
+    // A PUT of what was read changes nothing.
+    let (status, put) = call(app.admin(Method::PUT, "/api/v1/webhooks").json(&patched)).await;
+    assert_eq!(
+        (status, &put["version"]),
+        (200, &patched["version"]),
+        "{put}"
+    );
+    // A new value is recorded masked, old and new.
+    let changed = app
+        .patch(
+            &id,
+            json!([{"op": "replace", "path": "/webhookConfig/headers/Authorization", "value": secrets[5]}]),
+        )
+        .await;
+    shows_no_secret("patch", &changed);
+    assert_eq!(
+        changed["changeDescription"]["fieldsUpdated"],
+        json!([{"name": "webhookConfig.headers.Authorization", "oldValue": "********", "newValue": "********"}])
+    );
+    app.publish(event("entityCreated", "table", "b")).await;
+    let got = rx.wait_for("/creds", 2, WAIT).await;
+    assert_eq!(got[1].header("authorization"), Some(secrets[5]));
+    assert_eq!(got[1].header("x-api-key"), Some(secrets[1]));
+    assert_eq!(got[1].header("x-plain"), Some("changed"));
+
+    // Headers added where there were none are recorded masked too.
+    let bare = webhook("bare", &rx.url("/bare"), 1, json!([]));
+    let bare_id = app.create_webhook(bare).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let added = app
+        .patch(
+            &bare_id,
+            json!([{"op": "add", "path": "/webhookConfig/headers", "value": {"Authorization": secrets[6], "X-Plain": "p"}}]),
+        )
+        .await;
+    shows_no_secret("patch", &added);
+    assert_eq!(
+        added["changeDescription"]["fieldsAdded"],
+        json!([{"name": "webhookConfig.headers", "newValue": {"Authorization": "********", "X-Plain": "p"}}])
+    );
+
+    // The mask stands for a value only where there is one.
+    let mut new = body.clone();
+    new["name"] = json!("creds-copy");
+    new["webhookConfig"]["headers"] = masked.clone();
+    let (status, err) = call(app.admin(Method::POST, "/api/v1/webhooks").json(&new)).await;
+    assert_eq!(
+        (status, err["details"][0]["field"].as_str()),
+        (422, Some("webhookConfig.headers")),
+        "{err}"
+    );
+    let mut put = changed.clone();
+    put["webhookConfig"]["headers"]["X-Other-Token"] = json!("********");
+    let (status, err) = call(app.admin(Method::PUT, "/api/v1/webhooks").json(&put)).await;
+    assert_eq!(
+        (status, err["details"][0]["field"].as_str()),
+        (422, Some("webhookConfig.headers")),
+        "{err}"
+    );
+    app.stop().await;
+}
+
 async fn a_test_message_for_an_unsaved_configuration(backend: Backend) {
     let app = TestApp::start(backend).await;
     let rx = Receiver::start().await;
@@ -667,5 +807,6 @@ on_both_backends!(
     every_scheme_verifies_with_independent_code,
     templates_fail_early_or_once,
     templated_headers_carry_any_entity_name,
+    credential_headers_are_never_shown,
     a_test_message_for_an_unsaved_configuration,
 );

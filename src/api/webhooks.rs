@@ -136,19 +136,11 @@ fn created(webhook: &Webhook, base: &BaseUrl) -> Response {
         .into_response()
 }
 
-fn reject_mask_on_create(spec: &WebhookSpec) -> Result<(), ApiError> {
-    if spec
-        .webhook_config
-        .secret_key
-        .as_ref()
-        .is_some_and(|s| s.is_mask())
-    {
-        return Err(ApiError::invalid(
-            "webhookConfig.secretKey",
-            "the mask '********' stands for an existing secret; a new webhook needs the secret itself",
-        ));
-    }
-    Ok(())
+/// Refuses the mask (`********`) where it stands for no value: the secret or a credential
+/// header of a new webhook (`current` is `None`), or a credential header `current` lacks.
+fn reject_unresolved_masks(spec: &WebhookSpec, current: Option<&Webhook>) -> Result<(), ApiError> {
+    spec.check_masks(current.map(|c| &c.spec))
+        .map_err(|(field, message)| ApiError::invalid(field, message))
 }
 
 /// Create a webhook.
@@ -168,7 +160,7 @@ async fn create_webhook(
 ) -> Result<Response, ApiError> {
     caller.require(Permission::Manage)?;
     let spec = parse_spec(body)?;
-    reject_mask_on_create(&spec)?;
+    reject_unresolved_masks(&spec, None)?;
     let webhook = Webhook::create(spec, &caller.name, state.clock.now_ms());
     state.store.insert_webhook(&webhook).await?;
     state.dispatcher.webhook_changed(&webhook).await;
@@ -197,7 +189,7 @@ async fn create_or_update_webhook(
     let spec = parse_spec(body)?;
     let now = state.clock.now_ms();
     let Some(current) = state.store.webhook_by_name(spec.name.as_str()).await? else {
-        reject_mask_on_create(&spec)?;
+        reject_unresolved_masks(&spec, None)?;
         let webhook = Webhook::create(spec, &caller.name, now);
         state.store.insert_webhook(&webhook).await?;
         state.dispatcher.webhook_changed(&webhook).await;
@@ -209,6 +201,7 @@ async fn create_or_update_webhook(
             current.spec.name
         )));
     }
+    reject_unresolved_masks(&spec, Some(&current))?;
     let webhook = match current.updated(spec, Resume::No, &caller.name, now) {
         Some(next) => {
             state
@@ -393,6 +386,7 @@ async fn patch_webhook(
         }
     }
     let spec = parse_spec(doc)?;
+    reject_unresolved_masks(&spec, Some(&current))?;
     let Some(next) = current.updated(spec, resume, &caller.name, state.clock.now_ms()) else {
         return Ok(Json(current.view(&base.0)));
     };

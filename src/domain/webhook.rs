@@ -384,9 +384,35 @@ string_schema!(PayloadTemplate, None);
 
 /// Custom request headers: at most 32, 8 KiB in all, names are HTTP tokens, values have no
 /// CR, LF or other control characters. Headers outhook sets itself cannot be overridden.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+///
+/// The values of credential headers ([`Headers::is_credential`]) are secrets, as
+/// `secretKey` is: responses and change records show the mask, sending the mask back
+/// keeps the value, and `Debug` never prints them. `Serialize` writes them (the store keeps
+/// the spec as JSON): views go through [`Headers::masked`].
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(try_from = "Option<BTreeMap<String, String>>")]
 pub struct Headers(pub BTreeMap<String, String>);
+
+/// Parts of a header name that make its value a credential (`Authorization`,
+/// `Proxy-Authorization`, `X-Api-Key`, `X-Auth-Token`, `Cookie`, `X-Client-Secret`…).
+const CREDENTIAL_NAME_PARTS: &[&str] = &[
+    "auth",
+    "token",
+    "secret",
+    "key",
+    "cookie",
+    "password",
+    "passwd",
+    "credential",
+    "session",
+    "signature",
+];
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.masked().0.iter()).finish()
+    }
+}
 
 impl Headers {
     pub const MAX_COUNT: usize = 32;
@@ -413,6 +439,67 @@ impl Headers {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Whether a header's value is a credential: its name contains `auth`, `token`,
+    /// `secret`, `key`, `cookie`, `password`, `credential`, `session` or `signature`, in
+    /// any case.
+    pub fn is_credential(name: &str) -> bool {
+        let lower = name.to_ascii_lowercase();
+        CREDENTIAL_NAME_PARTS
+            .iter()
+            .any(|part| lower.contains(part))
+    }
+
+    /// The headers as responses show them: credential values masked.
+    pub fn masked(&self) -> Headers {
+        Headers(
+            self.0
+                .iter()
+                .map(|(name, value)| {
+                    let shown = if Self::is_credential(name) {
+                        MASKED_SECRET.to_owned()
+                    } else {
+                        value.clone()
+                    };
+                    (name.clone(), shown)
+                })
+                .collect(),
+        )
+    }
+
+    /// The value `current` has for a header, its name compared without case.
+    fn current_value<'a>(current: &'a Headers, name: &str) -> Option<&'a String> {
+        current
+            .0
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// Credential values sent back as the mask take the value `current` has for them.
+    pub fn keep_masked_from(&mut self, current: &Headers) {
+        for (name, value) in self.0.iter_mut() {
+            if Self::is_credential(name)
+                && value == MASKED_SECRET
+                && let Some(kept) = Self::current_value(current, name)
+            {
+                value.clone_from(kept);
+            }
+        }
+    }
+
+    /// A credential header given as the mask while there is no value to keep (a new
+    /// webhook, or a header the webhook does not have): its name.
+    pub fn unresolved_mask(&self, current: Option<&Headers>) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(name, value)| {
+                Self::is_credential(name)
+                    && *value == MASKED_SECRET
+                    && current.and_then(|c| Self::current_value(c, name)).is_none()
+            })
+            .map(|(name, _)| name.as_str())
     }
 }
 
@@ -644,6 +731,31 @@ impl WebhookSpec {
         Ok(())
     }
 
+    /// Refuses the mask where it stands for no value: a `secretKey` or a credential header
+    /// of `********` on a new webhook (`current` is `None`), or a credential header the
+    /// current webhook does not have.
+    pub fn check_masks(&self, current: Option<&WebhookSpec>) -> Result<(), (&'static str, String)> {
+        let config = &self.webhook_config;
+        if current.is_none() && config.secret_key.as_ref().is_some_and(SecretKey::is_mask) {
+            return Err((
+                "webhookConfig.secretKey",
+                "the mask '********' stands for an existing secret; a new webhook needs the secret itself".into(),
+            ));
+        }
+        if let Some(name) = config
+            .headers
+            .unresolved_mask(current.map(|c| &c.webhook_config.headers))
+        {
+            return Err((
+                "webhookConfig.headers",
+                format!(
+                    "header '{name}': the mask '********' stands for an existing value; give the value itself"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Fields of the resource that only the server sets. A create or update body may carry
     /// them (a client sending back what it read); they are ignored there.
     pub const SERVER_OWNED: &'static [&'static str] = &[
@@ -763,7 +875,10 @@ impl Webhook {
             enabled: s.enabled,
             batch_size: s.batch_size,
             event_filters: s.event_filters.clone(),
-            webhook_config: s.webhook_config.clone(),
+            webhook_config: WebhookConfig {
+                headers: s.webhook_config.headers.masked(),
+                ..s.webhook_config.clone()
+            },
             failure_details: self.failure_details.clone(),
             owner: s.owner.clone(),
             tags: s.tags.clone(),
@@ -771,7 +886,8 @@ impl Webhook {
             updated_at: self.updated_at,
             updated_by: self.updated_by.clone(),
             href: format!("{base}/api/v1/webhooks/{}", self.id),
-            change_description: self.change_description.clone(),
+            // Masked here too: records written before credential headers were masked.
+            change_description: self.change_description.clone().map(mask_credentials),
             deleted: self.deleted,
             domain: s.domain.clone(),
         }
@@ -817,9 +933,14 @@ impl Webhook {
         if config.secret_key.as_ref().is_some_and(SecretKey::is_mask) {
             config.secret_key = self.spec.webhook_config.secret_key.clone();
         }
+        config
+            .headers
+            .keep_masked_from(&self.spec.webhook_config.headers);
         let mut change = ChangeDescription::new(self.version);
-        // Secrets serialize masked, so the diff shows a secret added or removed, never its value.
+        // Secrets serialize masked, so the diff shows a secret added or removed, never its
+        // value; credential headers are masked in the record once compared.
         change.record_diff("", &to_doc(&self.spec), &to_doc(&spec));
+        change = mask_credentials(change);
         if let (Some(old), Some(new)) = (
             &self.spec.webhook_config.secret_key,
             &spec.webhook_config.secret_key,
@@ -895,6 +1016,41 @@ impl Webhook {
             ..self.clone()
         }
     }
+}
+
+/// A change record with the values of credential headers masked, wherever the record
+/// holds them: the header itself, the headers object, or the whole configuration.
+fn mask_credentials(mut change: ChangeDescription) -> ChangeDescription {
+    fn mask_headers(headers: Option<&mut serde_json::Value>) {
+        let Some(serde_json::Value::Object(headers)) = headers else {
+            return;
+        };
+        for (name, value) in headers.iter_mut() {
+            if Headers::is_credential(name) {
+                *value = MASKED_SECRET.into();
+            }
+        }
+    }
+    let fields = change
+        .fields_added
+        .iter_mut()
+        .chain(change.fields_updated.iter_mut())
+        .chain(change.fields_deleted.iter_mut());
+    for field in fields {
+        let values = field.old_value.iter_mut().chain(field.new_value.iter_mut());
+        match field.name.as_str() {
+            "webhookConfig" => values.for_each(|v| mask_headers(v.get_mut("headers"))),
+            "webhookConfig.headers" => values.for_each(|v| mask_headers(Some(v))),
+            name => {
+                if let Some(header) = name.strip_prefix("webhookConfig.headers.")
+                    && Headers::is_credential(header)
+                {
+                    values.for_each(|v| *v = MASKED_SECRET.into());
+                }
+            }
+        }
+    }
+    change
 }
 
 fn to_doc(spec: &WebhookSpec) -> serde_json::Value {
@@ -1043,6 +1199,34 @@ mod tests {
         assert!(out.contains(MASKED_SECRET));
         assert!(!format!("{spec:?}").contains("s3cret"));
         assert_eq!(spec.webhook_config.secret_key.unwrap().expose(), "s3cret");
+    }
+
+    #[test]
+    fn credential_headers_are_masked_in_debug_and_views() {
+        let mut doc = minimal();
+        doc["webhookConfig"]["headers"] =
+            json!({"Authorization": "Bearer abc", "X-Session-Id": "s1", "X-Team": "data"});
+        let spec = parse(doc).unwrap();
+        assert!(!format!("{spec:?}").contains("abc") && !format!("{spec:?}").contains("s1"));
+        let view = serde_json::to_value(Webhook::create(spec, "a", 1).view("")).unwrap();
+        assert_eq!(
+            view["webhookConfig"]["headers"],
+            json!({"Authorization": MASKED_SECRET, "X-Session-Id": MASKED_SECRET, "X-Team": "data"})
+        );
+        for name in [
+            "authorization",
+            "PROXY-AUTHORIZATION",
+            "Cookie",
+            "X-Api-Key",
+            "X-Auth-Token",
+            "Client-Secret",
+            "X-Password",
+        ] {
+            assert!(Headers::is_credential(name), "{name}");
+        }
+        for name in ["X-Team", "Accept", "X-Request-Source", "Content-Type"] {
+            assert!(!Headers::is_credential(name), "{name}");
+        }
     }
 
     #[test]

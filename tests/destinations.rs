@@ -682,6 +682,140 @@ async fn credential_headers_are_never_shown(backend: Backend) {
     app.stop().await;
 }
 
+/// Headers a webhook may not set are refused when written, naming the header; a
+/// Content-Type that says JSON is sent as written, never replaced.
+async fn header_rules_are_checked_when_written(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let rx = Receiver::start().await;
+    let with_headers = |name: &str, headers: Value| {
+        let mut body = webhook(
+            name,
+            &rx.url(&format!("/{name}")),
+            1,
+            json!([{"eventType": "entityCreated"}]),
+        );
+        body["webhookConfig"]["headers"] = headers;
+        body
+    };
+    for hop in [
+        "Keep-Alive",
+        "Proxy-Connection",
+        "Trailer",
+        "Expect",
+        "TE",
+        "Upgrade",
+        "connection",
+        "Transfer-Encoding",
+    ] {
+        let (status, err) = call(
+            app.admin(Method::POST, "/api/v1/webhooks")
+                .json(&with_headers("hop", json!({hop: "x"}))),
+        )
+        .await;
+        assert_eq!(
+            (status, err["details"][0]["field"].as_str()),
+            (422, Some("webhookConfig.headers")),
+            "{hop}: {err}"
+        );
+        let message = err["details"][0]["message"].as_str().unwrap();
+        assert!(
+            message.contains(hop) && message.contains("hop-by-hop"),
+            "{message}"
+        );
+    }
+    for wrong in [
+        "text/plain",
+        "application/json; charset=latin1",
+        "application/jsonx",
+        "application/json; boundary=x",
+    ] {
+        let (status, err) = call(
+            app.admin(Method::POST, "/api/v1/webhooks")
+                .json(&with_headers("ct", json!({"Content-Type": wrong}))),
+        )
+        .await;
+        assert_eq!(
+            (status, err["details"][0]["field"].as_str()),
+            (422, Some("webhookConfig.headers")),
+            "{wrong}: {err}"
+        );
+    }
+    let exact = [
+        ("charset", "application/json; charset=utf-8"),
+        ("quoted", "Application/JSON;charset=\"UTF-8\""),
+        ("suffix", "application/cloudevents+json"),
+    ];
+    for (name, content_type) in exact {
+        app.create_webhook(with_headers(name, json!({"Content-Type": content_type})))
+            .await;
+    }
+    app.create_webhook(with_headers("default", json!({}))).await;
+    app.publish(event("entityCreated", "table", "t")).await;
+    for (name, content_type) in exact.into_iter().chain([("default", "application/json")]) {
+        let got = rx.wait_for(&format!("/{name}"), 1, WAIT).await;
+        assert_eq!(got[0].header("content-type"), Some(content_type), "{name}");
+    }
+    // A template naming a filter, test or function that does not exist is refused when
+    // written (minijinja itself would find out at the first delivery).
+    let mut custom = with_headers("tpl", json!({}));
+    custom["webhookType"] = json!("Custom");
+    for (template, unknown) in [
+        (
+            "{\"a\": {{ event.entityType | nosuchfilter }}}",
+            "unknown filter 'nosuchfilter'",
+        ),
+        (
+            "{% if event is nosuchtest %}{}{% endif %}",
+            "unknown test 'nosuchtest'",
+        ),
+        (
+            "{\n\"a\": {{ nosuchfunction() }}}",
+            "line 2: unknown function 'nosuchfunction'",
+        ),
+    ] {
+        custom["webhookConfig"]["payloadTemplate"] = json!(template);
+        let (status, err) = call(app.admin(Method::POST, "/api/v1/webhooks").json(&custom)).await;
+        assert_eq!(
+            (status, err["details"][0]["field"].as_str()),
+            (422, Some("webhookConfig.payloadTemplate")),
+            "{template}: {err}"
+        );
+        let message = err["details"][0]["message"].as_str().unwrap();
+        assert!(message.contains(unknown), "{message}");
+    }
+    custom["webhookConfig"]["payloadTemplate"] = json!("{}");
+    custom["webhookConfig"]["headers"] = json!({"X-A": "{{ event.entityType | nosuchfilter }}"});
+    let (status, err) = call(app.admin(Method::POST, "/api/v1/webhooks").json(&custom)).await;
+    assert_eq!(
+        (status, err["details"][0]["field"].as_str()),
+        (422, Some("webhookConfig.headers")),
+        "{err}"
+    );
+    let message = err["details"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("header 'X-A'") && message.contains("unknown filter 'nosuchfilter'"),
+        "{message}"
+    );
+    // The same on PUT and PATCH.
+    custom["webhookConfig"]["headers"] = json!({});
+    let id = created_id(&app, custom.clone()).await;
+    custom["webhookConfig"]["payloadTemplate"] = json!("{{ x | nosuchfilter }}");
+    let (status, _) = call(app.admin(Method::PUT, "/api/v1/webhooks").json(&custom)).await;
+    assert_eq!(status, 422);
+    let (status, err) = call(
+        app.admin(Method::PATCH, &format!("/api/v1/webhooks/{id}"))
+            .header("content-type", "application/json-patch+json")
+            .body(json!([{"op": "replace", "path": "/webhookConfig/payloadTemplate", "value": "{{ x | nosuchfilter }}"}]).to_string()),
+    )
+    .await;
+    assert_eq!(
+        (status, err["details"][0]["field"].as_str()),
+        (422, Some("webhookConfig.payloadTemplate")),
+        "{err}"
+    );
+    app.stop().await;
+}
+
 async fn a_test_message_for_an_unsaved_configuration(backend: Backend) {
     let app = TestApp::start(backend).await;
     let rx = Receiver::start().await;
@@ -808,5 +942,6 @@ on_both_backends!(
     templates_fail_early_or_once,
     templated_headers_carry_any_entity_name,
     credential_headers_are_never_shown,
+    header_rules_are_checked_when_written,
     a_test_message_for_an_unsaved_configuration,
 );

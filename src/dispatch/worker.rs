@@ -550,7 +550,10 @@ pub async fn build_request(
     };
     let mut headers = header_map(payload.headers);
     if method != reqwest::Method::GET {
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        // A webhook's own Content-Type (a JSON type, checked when written) is sent as written.
+        headers
+            .entry(CONTENT_TYPE)
+            .or_insert(HeaderValue::from_static("application/json"));
     }
     headers.insert(
         DELIVERY_ID_HEADER,

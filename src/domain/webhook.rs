@@ -421,10 +421,6 @@ impl Headers {
     pub const RESERVED: &'static [&'static str] = &[
         "host",
         "content-length",
-        "transfer-encoding",
-        "connection",
-        "upgrade",
-        "te",
         "user-agent",
         "x-openmetadata-signature",
         "x-om-signature",
@@ -435,6 +431,19 @@ impl Headers {
         "x-outhook-attempt",
         "x-openmetadata-signature-previous",
         "x-om-signature-previous",
+    ];
+
+    /// Hop-by-hop headers (RFC 9110 §7.6.1, and `Proxy-Connection`, `Expect`): they
+    /// speak of the connection and its exchange, which outhook's client manages.
+    pub const HOP_BY_HOP: &'static [&'static str] = &[
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "expect",
     ];
 
     pub fn is_empty(&self) -> bool {
@@ -530,6 +539,11 @@ impl TryFrom<Option<BTreeMap<String, String>>> for Headers {
                     "header '{name}' is set by outhook and cannot be overridden"
                 ));
             }
+            if Self::HOP_BY_HOP.contains(&lower.as_str()) {
+                return Err(format!(
+                    "header '{name}' is hop-by-hop: it belongs to the connection, which outhook manages"
+                ));
+            }
             if value
                 .chars()
                 .any(|c| c != '\t' && (c.is_control() || !c.is_ascii()))
@@ -538,9 +552,9 @@ impl TryFrom<Option<BTreeMap<String, String>>> for Headers {
                     "header '{name}': value must be printable ASCII (no CR, LF or control characters)"
                 ));
             }
-            if lower == "content-type" && !value.trim().starts_with("application/json") {
+            if lower == "content-type" && !is_json_media_type(value) {
                 return Err(format!(
-                    "header '{name}': bodies are always application/json"
+                    "header '{name}': bodies are JSON in UTF-8: application/json or an application/…+json type, with no parameter but charset=utf-8"
                 ));
             }
             total += name.len() + value.len();
@@ -553,6 +567,24 @@ impl TryFrom<Option<BTreeMap<String, String>>> for Headers {
         }
         Ok(Self(headers))
     }
+}
+
+/// Whether a Content-Type tells the truth about a body of JSON in UTF-8: `application/json`
+/// or a `+json` type (`application/cloudevents+json`), in any case, with at most the
+/// parameter `charset=utf-8` (quoted or not). It is sent as written.
+fn is_json_media_type(value: &str) -> bool {
+    let mut parts = value.split(';');
+    let essence = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    let json = essence == "application/json"
+        || essence.strip_prefix("application/").is_some_and(|subtype| {
+            subtype.len() > "+json".len() && subtype.ends_with("+json") && !subtype.contains('/')
+        });
+    json && parts.all(|parameter| {
+        parameter.split_once('=').is_some_and(|(key, val)| {
+            key.trim().eq_ignore_ascii_case("charset")
+                && val.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+        })
+    })
 }
 
 /// Declares a bounded integer setting with a default.

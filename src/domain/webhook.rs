@@ -433,21 +433,42 @@ impl Headers {
         "x-om-signature-previous",
     ];
 
-    /// Hop-by-hop headers (RFC 9110 §7.6.1, and `Proxy-Connection`, `Expect`): they
-    /// speak of the connection and its exchange, which outhook's client manages.
-    pub const HOP_BY_HOP: &'static [&'static str] = &[
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "expect",
-    ];
+    /// Hop-by-hop headers (RFC 9110 §7.6.1, and `Proxy-Connection`, `Expect`): they speak
+    /// of the connection and its exchange, which outhook's client manages. These were
+    /// always refused, so no stored webhook has them.
+    pub const HOP_BY_HOP: &'static [&'static str] =
+        &["connection", "te", "transfer-encoding", "upgrade"];
+    /// Hop-by-hop headers refused when a webhook is written (older webhooks may hold them
+    /// and still load).
+    pub const HOP_BY_HOP_WRITTEN: &'static [&'static str] =
+        &["keep-alive", "proxy-connection", "trailer", "expect"];
+
+    fn hop_by_hop(name: &str) -> String {
+        format!(
+            "header '{name}' is hop-by-hop: it belongs to the connection, which outhook manages"
+        )
+    }
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Rules added after headers were first stored, checked when a webhook is written
+    /// (a stored webhook must still load): no hop-by-hop header, and a `Content-Type`
+    /// that is a JSON type.
+    pub fn check_written(&self) -> Result<(), String> {
+        for (name, value) in &self.0 {
+            let lower = name.to_ascii_lowercase();
+            if Self::HOP_BY_HOP_WRITTEN.contains(&lower.as_str()) {
+                return Err(Self::hop_by_hop(name));
+            }
+            if lower == "content-type" && !is_json_media_type(value) {
+                return Err(format!(
+                    "header '{name}': bodies are JSON in UTF-8: application/json or an application/…+json type, with no parameter but charset=utf-8"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Whether a header's value is a credential: its name contains `auth`, `token`,
@@ -540,9 +561,7 @@ impl TryFrom<Option<BTreeMap<String, String>>> for Headers {
                 ));
             }
             if Self::HOP_BY_HOP.contains(&lower.as_str()) {
-                return Err(format!(
-                    "header '{name}' is hop-by-hop: it belongs to the connection, which outhook manages"
-                ));
+                return Err(Self::hop_by_hop(name));
             }
             if value
                 .chars()
@@ -552,9 +571,12 @@ impl TryFrom<Option<BTreeMap<String, String>>> for Headers {
                     "header '{name}': value must be printable ASCII (no CR, LF or control characters)"
                 ));
             }
-            if lower == "content-type" && !is_json_media_type(value) {
+            // What was stored before the stricter rule of `check_written` still loads.
+            if lower == "content-type"
+                && !(value.trim().starts_with("application/json") || is_json_media_type(value))
+            {
                 return Err(format!(
-                    "header '{name}': bodies are JSON in UTF-8: application/json or an application/…+json type, with no parameter but charset=utf-8"
+                    "header '{name}': bodies are always application/json"
                 ));
             }
             total += name.len() + value.len();
@@ -716,7 +738,9 @@ fn enabled_by_default() -> bool {
 }
 
 impl WebhookSpec {
-    /// Rules across fields; the error names the field. Called after parsing.
+    /// Rules across fields, and rules added after webhooks were first stored (a stored
+    /// webhook must still load); the error names the field. Called on what is written,
+    /// after parsing.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
         let config = &self.webhook_config;
         if config.payload_template.is_some() && self.webhook_type != WebhookType::Custom {
@@ -752,10 +776,18 @@ impl WebhookSpec {
             crate::dispatch::sign::standard_webhooks_key(secret.expose())
                 .map_err(|e| ("webhookConfig.secretKey", e))?;
         }
+        config
+            .headers
+            .check_written()
+            .map_err(|e| ("webhookConfig.headers", e))?;
+        if let Some(template) = &config.payload_template {
+            super::template::check_written(template.source())
+                .map_err(|e| ("webhookConfig.payloadTemplate", e))?;
+        }
         if self.webhook_type == WebhookType::Custom {
             for (name, value) in &config.headers.0 {
                 if super::template::is_template(value) {
-                    super::template::check(value)
+                    super::template::check_written(value)
                         .map_err(|e| ("webhookConfig.headers", format!("header '{name}': {e}")))?;
                 }
             }
@@ -1231,6 +1263,34 @@ mod tests {
         assert!(out.contains(MASKED_SECRET));
         assert!(!format!("{spec:?}").contains("s3cret"));
         assert_eq!(spec.webhook_config.secret_key.unwrap().expose(), "s3cret");
+    }
+
+    #[test]
+    fn rules_added_later_refuse_what_is_written_but_stored_webhooks_still_load() {
+        let mut doc = minimal();
+        doc["webhookType"] = json!("Custom");
+        doc["webhookConfig"]["payloadTemplate"] = json!("{{ x | nosuchfilter }}");
+        for (headers, refused) in [
+            (json!({"Keep-Alive": "timeout=5"}), "hop-by-hop"),
+            (
+                json!({"Content-Type": "application/jsonx"}),
+                "JSON in UTF-8",
+            ),
+        ] {
+            doc["webhookConfig"]["headers"] = headers;
+            let stored = parse(doc.clone()).expect("a webhook stored before the rules loads");
+            let (field, message) = stored.check().unwrap_err();
+            assert_eq!(field, "webhookConfig.headers", "{message}");
+            assert!(message.contains(refused), "{message}");
+        }
+        doc["webhookConfig"]["headers"] =
+            json!({"Content-Type": "application/json; charset=UTF-8"});
+        let (field, message) = parse(doc).unwrap().check().unwrap_err();
+        assert_eq!(field, "webhookConfig.payloadTemplate", "{message}");
+        assert!(
+            message.contains("unknown filter 'nosuchfilter'"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -83,7 +83,8 @@ impl Formatter for Generic {
     }
 }
 
-/// The event objects of a batch, as the templates and GET see them.
+/// The event objects of a batch, as GET sees them (templates see the same, built by
+/// [`crate::domain::template::context`]).
 fn event_values(webhook: &WebhookSpec, events: &[Arc<LogEvent>]) -> Result<Vec<Value>, String> {
     events
         .iter()
@@ -99,17 +100,6 @@ fn event_values(webhook: &WebhookSpec, events: &[Arc<LogEvent>]) -> Result<Vec<V
             Ok(v)
         })
         .collect()
-}
-
-/// What a template sees: `event` (the first, or only, event), `events` (the batch) and
-/// `webhook` (`name`, `type`).
-pub fn template_context(webhook: &WebhookSpec, events: &[Arc<LogEvent>]) -> Result<Value, String> {
-    let values = event_values(webhook, events)?;
-    Ok(json!({
-        "event": values.first().cloned().unwrap_or(Value::Null),
-        "events": values,
-        "webhook": {"name": webhook.name.as_str(), "type": webhook.webhook_type.as_str()},
-    }))
 }
 
 /// What a delivery carries of the webhook's own: its body (POST, PUT) or query string
@@ -151,8 +141,13 @@ pub async fn payload(spec: &WebhookSpec, events: &[Arc<LogEvent>]) -> Result<Pay
     let mut rendered = if sources.is_empty() {
         Vec::new()
     } else {
-        let context = Arc::new(template_context(spec, events)?);
-        sandbox::render_all(&sources, context).await.map_err(|e| {
+        let bodies: Vec<&str> = events.iter().map(|e| e.body.as_str()).collect();
+        let input = sandbox::RenderInput {
+            webhook_name: spec.name.as_str(),
+            webhook_type: spec.webhook_type.as_str(),
+            events: &bodies,
+        };
+        sandbox::render_all(&sources, input).await.map_err(|e| {
             match e.index.checked_sub(usize::from(body_template.is_some())) {
                 Some(header) => format!("header '{}': {}", templated[header], e.message),
                 None => e.message,

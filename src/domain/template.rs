@@ -149,6 +149,33 @@ impl std::io::Write for BoundedOutput {
     }
 }
 
+/// What a template sees: `event` (the first, or only, event), `events` (the batch, each
+/// event as published plus `webhookName`) and `webhook` (`name`, `type`). `events` are
+/// the stored event bodies (JSON objects).
+pub fn context<'a>(
+    webhook_name: &str,
+    webhook_type: &str,
+    events: impl IntoIterator<Item = &'a str>,
+) -> Result<serde_json::Value, String> {
+    let values = events
+        .into_iter()
+        .enumerate()
+        .map(|(i, body)| {
+            let mut value: serde_json::Value = serde_json::from_str(body)
+                .map_err(|err| format!("event {i} of the batch: {err}"))?;
+            if let Some(object) = value.as_object_mut() {
+                object.insert("webhookName".into(), webhook_name.into());
+            }
+            Ok(value)
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(serde_json::json!({
+        "event": values.first().cloned().unwrap_or(serde_json::Value::Null),
+        "events": values,
+        "webhook": {"name": webhook_name, "type": webhook_type},
+    }))
+}
+
 /// A JSON document as a template context. Values are read where the template looks and
 /// only then copied, so a render costs what the template touches rather than a copy of a
 /// whole batch.

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{Backend, TestApp, call};
+use outhook::domain::webhook::Headers;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -37,10 +38,26 @@ async fn the_seed_webhooks_round_trip(backend: Backend) {
         for (field, value) in seed.as_object().unwrap() {
             if field == "webhookConfig" {
                 for (k, v) in value.as_object().unwrap() {
-                    let expected = if k == "secretKey" {
-                        json!("********")
-                    } else {
-                        v.clone()
+                    let expected = match k.as_str() {
+                        "secretKey" => json!("********"),
+                        // Credential headers are shown masked, like the secret.
+                        "headers" => v
+                            .as_object()
+                            .unwrap()
+                            .iter()
+                            .map(|(name, value)| {
+                                let credential = Headers::is_credential(name);
+                                (
+                                    name.clone(),
+                                    if credential {
+                                        json!("********")
+                                    } else {
+                                        value.clone()
+                                    },
+                                )
+                            })
+                            .collect(),
+                        _ => v.clone(),
                     };
                     assert_eq!(
                         created[field][k], expected,

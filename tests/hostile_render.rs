@@ -89,6 +89,9 @@ async fn a_doubling_template_fails_quickly_on_the_test_route(backend: Backend) {
         assert!(reason.contains("256 MiB of memory"), "{reason}");
     }
     let grew = peak_rss_kib().saturating_sub(before);
+    println!(
+        "{backend:?}: two attacks answered in {took:?}, peak memory +{grew} KiB, slowest /healthz {slowest_health:?}"
+    );
     assert!(took < Duration::from_secs(5), "answered after {took:?}");
     assert!(
         grew < PEAK_GROWTH_BOUND_KIB,
@@ -157,6 +160,9 @@ async fn a_saved_doubling_template_fails_once(backend: Backend) {
     }
     assert!(rx.requests("/body").is_empty() && rx.requests("/header").is_empty());
     let grew = peak_rss_kib().saturating_sub(before);
+    println!(
+        "{backend:?}: saved webhooks failed, peak memory +{grew} KiB, slowest /healthz {slowest_health:?}"
+    );
     assert!(
         grew < PEAK_GROWTH_BOUND_KIB,
         "peak memory grew by {grew} KiB"

@@ -86,6 +86,7 @@ pub async fn start(args: &ServeArgs, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         lease_ttl: args.lease_ttl,
         poll_interval: args.poll_interval,
         max_in_flight: args.max_in_flight as usize,
+        instance_name: args.instance_name.clone(),
     };
     let dispatcher =
         Arc::new(Dispatcher::start(store.clone(), clock.clone(), metrics.clone(), settings).await?);

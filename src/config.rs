@@ -200,6 +200,25 @@ pub struct ServeArgs {
     #[arg(long, env = "OUTHOOK_MAX_CONNECTIONS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: u32,
+
+    /// This instance's name among the instances sharing the database (default
+    /// `<host name>:<pid>`). A starting instance takes back at once the leases of an
+    /// earlier instance of the same name: give a stable name to an instance that restarts
+    /// on another machine, and never one name to two running instances.
+    #[arg(long, env = "OUTHOOK_INSTANCE_NAME", value_parser = parse_instance_name)]
+    pub instance_name: Option<String>,
+}
+
+/// An instance name: 1–128 characters, no control characters.
+fn parse_instance_name(text: &str) -> Result<String, String> {
+    let name = text.trim();
+    if name.is_empty() || name.chars().count() > 128 {
+        return Err("an instance name has 1–128 characters".into());
+    }
+    if name.chars().any(char::is_control) {
+        return Err("an instance name has no control characters".into());
+    }
+    Ok(name.to_owned())
 }
 
 /// Parses `500ms`, `30s`, `5m`, `4h`, `14d`.
@@ -358,6 +377,15 @@ mod tests {
         assert_eq!(args.allow_private.len(), 2);
         assert_eq!(args.retry_schedule.0.len(), 2);
         assert_eq!(args.retention, Duration::from_secs(3600));
+        assert_eq!(args.instance_name, None);
+    }
+
+    #[test]
+    fn instance_names() {
+        assert_eq!(parse_instance_name(" api-1 ").unwrap(), "api-1");
+        assert!(parse_instance_name("").is_err());
+        assert!(parse_instance_name("a\nb").is_err());
+        assert!(parse_instance_name(&"x".repeat(129)).is_err());
     }
 
     #[test]

@@ -285,7 +285,17 @@ struct Process {
 }
 
 impl Process {
+    /// With a short lease and a fast poll, as the delivery tests run.
     async fn start(db_url: &str) -> Self {
+        Self::launch(db_url, &["--lease-ttl", "2s", "--poll-interval", "100ms"]).await
+    }
+
+    /// With the default settings, except what reaching a receiver on 127.0.0.1 needs.
+    async fn start_default(db_url: &str) -> Self {
+        Self::launch(db_url, &[]).await
+    }
+
+    async fn launch(db_url: &str, settings: &[&str]) -> Self {
         let port = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             probe.local_addr().unwrap().port()
@@ -301,14 +311,8 @@ impl Process {
                 "--admin-token",
                 ADMIN_TOKEN,
             ])
-            .args([
-                "--allow-private",
-                "127.0.0.0/8",
-                "--lease-ttl",
-                "2s",
-                "--poll-interval",
-                "100ms",
-            ])
+            .args(["--allow-private", "127.0.0.0/8"])
+            .args(settings)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -329,6 +333,10 @@ impl Process {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Self { child, base }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     fn kill(mut self) {
@@ -429,7 +437,142 @@ async fn sigkill_during_delivery_loses_nothing(backend: Backend) {
     process.unwrap().kill();
 }
 
+/// A webhook on `rx`'s `path` (batchSize 1, every entityCreated), created through `base`;
+/// returns its id.
+async fn create_hook(base: &str, name: &str, rx: &Receiver, path: &str) -> String {
+    let (status, created) = call(
+        reqwest::Client::new()
+            .post(format!("{base}/api/v1/webhooks"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&webhook(
+                name,
+                &rx.url(path),
+                1,
+                json!([{"eventType": "entityCreated"}]),
+            )),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    created["id"].as_str().unwrap().to_owned()
+}
+
+/// Publishes one entityCreated event through `base`; returns its id.
+async fn publish_one(base: &str, name: &str) -> String {
+    let (status, answer) = call(
+        reqwest::Client::new()
+            .post(format!("{base}/api/v1/events"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&event("entityCreated", "table", name)),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    answer["eventIds"][0].as_str().unwrap().to_owned()
+}
+
+/// The `leaseHolder` of a webhook's status.
+async fn lease_holder(base: &str, id: &str) -> Value {
+    let (status, body) = call(
+        reqwest::Client::new()
+            .get(format!("{base}/api/v1/webhooks/{id}/status"))
+            .bearer_auth(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["leaseHolder"].clone()
+}
+
+/// Killed with SIGKILL and started again at once with the default settings (a lease of
+/// 30 s), an instance takes back the leases of its dead predecessor on the same host at
+/// once instead of waiting for them to expire.
+async fn a_restarted_instance_takes_back_its_leases_at_once(backend: Backend) {
+    outhook::app::install_crypto_provider();
+    let db = TestDb::new(backend).await;
+    let rx = Receiver::start().await;
+    let first = Process::start_default(&db.url).await;
+    let id = create_hook(&first.base, "restarted", &rx, "/hook").await;
+    let before = publish_one(&first.base, "before").await;
+    wait_for_ids(&rx, "/hook", &[before].into(), Duration::from_secs(20)).await;
+    let holder = lease_holder(&first.base, &id).await;
+    assert!(
+        holder
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(":{}", first.pid())),
+        "the default name is <host>:<pid>: {holder}"
+    );
+
+    let killed_at = Instant::now();
+    first.kill();
+    let second = Process::start_default(&db.url).await;
+    let after = publish_one(&second.base, "after").await;
+    wait_for_ids(&rx, "/hook", &[after].into(), Duration::from_secs(40)).await;
+    let took = killed_at.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "the first event after the restart was delivered {took:?} after the kill"
+    );
+    let holder = lease_holder(&second.base, &id).await;
+    assert!(
+        holder
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(":{}", second.pid())),
+        "{holder}"
+    );
+    second.kill();
+}
+
+/// An instance started next to a running one on the same host does not take its leases:
+/// only a process that is gone is. Once the first is killed, the second takes them at its
+/// next lease cycle, before they would have expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_on_the_same_host_that_is_alive_keeps_its_leases() {
+    outhook::app::install_crypto_provider();
+    let db = TestDb::new(Backend::Postgres).await;
+    let rx = Receiver::start().await;
+    let a = Process::start_default(&db.url).await;
+    let id = create_hook(&a.base, "kept", &rx, "/hook").await;
+    let first = publish_one(&a.base, "first").await;
+    wait_for_ids(&rx, "/hook", &[first].into(), Duration::from_secs(20)).await;
+    let a_name = lease_holder(&a.base, &id).await;
+    assert!(
+        a_name.as_str().unwrap().ends_with(&format!(":{}", a.pid())),
+        "{a_name}"
+    );
+
+    let b = Process::start_default(&db.url).await;
+    // B's first lease cycle (where it takes over what is dead) ran before it was ready.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        lease_holder(&b.base, &id).await,
+        a_name,
+        "B took a live lease"
+    );
+    let second = publish_one(&b.base, "second").await;
+    let got = wait_for_ids(&rx, "/hook", &[second].into(), Duration::from_secs(20)).await;
+    assert!(got.values().all(|n| *n == 1), "delivered twice: {got:?}");
+    assert_eq!(lease_holder(&b.base, &id).await, a_name);
+
+    // A dies: B takes its lease at its next cycle (every quarter of the 30 s lease).
+    let killed_at = Instant::now();
+    a.kill();
+    let third = publish_one(&b.base, "third").await;
+    wait_for_ids(&rx, "/hook", &[third].into(), Duration::from_secs(40)).await;
+    let took = killed_at.elapsed();
+    assert!(
+        took < Duration::from_secs(12),
+        "B waited {took:?} for the lease of a dead instance"
+    );
+    let b_name = lease_holder(&b.base, &id).await;
+    assert!(
+        b_name.as_str().unwrap().ends_with(&format!(":{}", b.pid())),
+        "{b_name}"
+    );
+    b.kill();
+}
+
 on_both_backends!(
     sigkill_during_delivery_loses_nothing,
-    a_batch_in_flight_at_a_crash_goes_again_under_its_delivery_id
+    a_batch_in_flight_at_a_crash_goes_again_under_its_delivery_id,
+    a_restarted_instance_takes_back_its_leases_at_once
 );

@@ -152,6 +152,9 @@ pub struct DeliveryStatus {
     pub in_flight: Option<InFlight>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_success_at: Option<Millis>,
+    /// The name of the instance delivering this webhook (`OUTHOOK_INSTANCE_NAME`, by
+    /// default `<host name>:<pid>`); null while no live instance holds its lease.
+    pub lease_holder: Option<String>,
 }
 
 /// Log rows read at most to count pending events.
@@ -215,6 +218,7 @@ async fn delivery_status(
             next_attempt: dispatch.next_attempt_at,
         }),
         last_success_at: dispatch.last_success_at,
+        lease_holder: state.dispatcher.lease_holder(webhook.id).await?,
     }))
 }
 

@@ -7,6 +7,7 @@
 //! while they hold the lease, so several instances never deliver the same batch.
 
 pub mod format;
+pub mod identity;
 pub mod index;
 pub mod metrics;
 pub mod recorder;
@@ -31,6 +32,7 @@ use crate::domain::delivery::{AttemptResult, ErrorKind};
 use crate::domain::event::NewEvent;
 use crate::domain::webhook::Webhook;
 use crate::store::{Appended, Store};
+use identity::Identity;
 use metrics::Metrics;
 use recorder::Recorder;
 use router::{LogEvent, Router};
@@ -48,12 +50,15 @@ pub struct Settings {
     pub poll_interval: Duration,
     /// Requests in flight at once, across all webhooks.
     pub max_in_flight: usize,
+    /// This instance's name; `<host name>:<pid>` when not set.
+    pub instance_name: Option<String>,
 }
 
 /// Shared by the dispatcher's tasks.
 pub struct Context {
-    /// This instance, as leases name it.
+    /// This instance, as leases name it (`identity.id`).
     pub instance: Uuid,
+    pub identity: Identity,
     pub store: Arc<dyn Store>,
     /// Workers' writes, group-committed.
     pub recorder: Recorder,
@@ -118,11 +123,13 @@ impl Dispatcher {
         settings: Settings,
     ) -> anyhow::Result<Self> {
         let position = store.log_head().await?;
-        let instance = Uuid::new_v4();
+        let identity = Identity::of_this_process(settings.instance_name.as_deref());
+        let instance = identity.id;
         // The writer stops by itself once the context (and so every worker) is gone.
         let (recorder, _writer) = Recorder::start(store.clone(), instance);
         let ctx = Arc::new(Context {
             instance,
+            identity,
             recorder,
             sender: Sender::new(AddressPolicy::new(settings.allow_private.clone()))?,
             router: Router::new(position),
@@ -172,7 +179,7 @@ impl Dispatcher {
                 tokio::spawn(async move { ctx.store.listen(committed, changed_tx, stop).await })
             },
         ];
-        tracing::info!(instance = %ctx.instance, position, "dispatcher started");
+        tracing::info!(instance = %ctx.identity.name, id = %ctx.instance, position, "dispatcher started");
         Ok(Self {
             ctx,
             scanner_wake,
@@ -238,6 +245,12 @@ impl Dispatcher {
     /// Whether this instance is delivering the webhook (its worker is running).
     pub fn is_delivering(&self, id: Uuid) -> bool {
         self.ctx.router.is_registered(id)
+    }
+
+    /// The name of the live instance holding the webhook's lease, if one does.
+    pub async fn lease_holder(&self, id: Uuid) -> Result<Option<String>, crate::store::StoreError> {
+        let live_since = SystemClock.now_ms() - self.ctx.settings.lease_ttl.as_millis() as Millis;
+        self.ctx.store.lease_holder(id, live_since).await
     }
 
     /// The highest log position routed so far by this instance.
@@ -328,9 +341,11 @@ async fn hold_leases(ctx: Arc<Context>, wake: Arc<Notify>, stop: CancellationTok
     let mut workers: HashMap<Uuid, (JoinHandle<()>, CancellationToken)> = HashMap::new();
     let interval = (ctx.settings.lease_ttl / 4).max(Duration::from_millis(100));
     let mut last_full_flush = tokio::time::Instant::now();
+    let mut registered = false;
     loop {
-        if let Err(err) = lease_cycle(&ctx, &mut workers, &stop).await {
-            tracing::warn!(error = %err, "lease cycle failed; retrying");
+        match lease_cycle(&ctx, &mut workers, &stop, !registered).await {
+            Ok(()) => registered = true,
+            Err(err) => tracing::warn!(error = %err, "lease cycle failed; retrying"),
         }
         // An idle webhook's stored cursor only saves a restarted worker from reading
         // past events that do not match it again. Writing it on every cycle cost a row
@@ -378,18 +393,27 @@ async fn flush_idle_cursors(ctx: &Context, min_lag: i64) {
     }
 }
 
+/// One cycle of the lease loop; `starting` for the first one, which registers the instance.
 async fn lease_cycle(
     ctx: &Arc<Context>,
     workers: &mut HashMap<Uuid, (JoinHandle<()>, CancellationToken)>,
     stop: &CancellationToken,
+    starting: bool,
 ) -> anyhow::Result<()> {
     let now = SystemClock.now_ms();
     let ttl = ctx.settings.lease_ttl.as_millis() as Millis;
     let sent = std::time::Instant::now();
-    ctx.store
-        .heartbeat(ctx.instance, now, now - ttl, now - 10 * ttl)
-        .await?;
+    if starting {
+        ctx.store
+            .register_instance(&ctx.identity.record(now))
+            .await?;
+    } else {
+        ctx.store
+            .heartbeat(ctx.instance, now, now - ttl, now - 10 * ttl)
+            .await?;
+    }
     ctx.heartbeat_written(sent);
+    take_over_dead(ctx, starting).await?;
     // A set: with thousands of webhooks, the membership test below ran per worker.
     let owned: HashSet<Uuid> = ctx
         .store
@@ -412,6 +436,31 @@ async fn lease_cycle(
         }
         keep
     });
+    Ok(())
+}
+
+/// Takes the leases of registered instances that are dead for sure (see
+/// [`Identity::outlived`]) instead of waiting for them to expire.
+async fn take_over_dead(ctx: &Context, starting: bool) -> anyhow::Result<()> {
+    let dead: Vec<_> = ctx
+        .store
+        .instances()
+        .await?
+        .into_iter()
+        .filter(|other| ctx.identity.outlived(other, starting))
+        .collect();
+    if dead.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = dead.iter().map(|d| d.id).collect();
+    let moved = ctx.store.take_over(ctx.instance, &ids).await?;
+    for d in &dead {
+        tracing::info!(
+            instance = d.name.as_deref().unwrap_or("unnamed"), id = %d.id, pid = ?d.pid,
+            "took over the leases of an instance that is gone"
+        );
+    }
+    tracing::info!(leases = moved, "leases taken over");
     Ok(())
 }
 

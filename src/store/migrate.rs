@@ -41,6 +41,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "time_indexes_brin",
         sql: include_str!("../../migrations/postgres/0004_time_indexes_brin.sql"),
     },
+    Migration {
+        version: 5,
+        name: "instance_identity",
+        sql: include_str!("../../migrations/postgres/0005_instance_identity.sql"),
+    },
 ];
 
 pub const SQLITE: &[Migration] = &[
@@ -58,6 +63,11 @@ pub const SQLITE: &[Migration] = &[
         version: 3,
         name: "previous_secret",
         sql: include_str!("../../migrations/sqlite/0003_previous_secret.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "instance_identity",
+        sql: include_str!("../../migrations/sqlite/0004_instance_identity.sql"),
     },
 ];
 

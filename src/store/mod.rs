@@ -290,6 +290,25 @@ pub trait Store: Send + Sync + 'static {
     /// Gives up every lease of `instance` and forgets it: a clean shutdown.
     async fn remove_instance(&self, instance: Uuid) -> Result<(), StoreError>;
 
+    /// Records who an instance is and where it runs, with a heartbeat at
+    /// `instance.heartbeat_at` (replacing what was recorded under its id).
+    async fn register_instance(&self, instance: &InstanceRecord) -> Result<(), StoreError>;
+
+    /// Every registered instance.
+    async fn instances(&self) -> Result<Vec<InstanceRecord>, StoreError>;
+
+    /// Gives `instance` every lease the instances `dead` hold and forgets them; returns how
+    /// many leases moved. Only for instances known to be dead: nothing else checks.
+    async fn take_over(&self, instance: Uuid, dead: &[Uuid]) -> Result<u64, StoreError>;
+
+    /// The name of the instance holding the webhook's lease, if one that has beaten since
+    /// `live_since` does (an instance registered without a name is shown by its id).
+    async fn lease_holder(
+        &self,
+        webhook: Uuid,
+        live_since: Millis,
+    ) -> Result<Option<String>, StoreError>;
+
     // ---- delivery state ----
 
     async fn dispatch_state(&self, id: Uuid) -> Result<Option<DispatchState>, StoreError>;
@@ -347,6 +366,21 @@ pub struct DispatchWrite {
     pub webhook_id: Uuid,
     pub state: DispatchState,
     pub attempt: Option<AttemptRecord>,
+}
+
+/// A dispatcher instance as registered. The fields after `id` are empty for an instance
+/// registered by a version that did not record them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceRecord {
+    pub id: Uuid,
+    pub name: Option<String>,
+    pub host: Option<String>,
+    pub pid: Option<i64>,
+    /// `<boot id>/<pid namespace>`: where `pid` names a process.
+    pub pid_namespace: Option<String>,
+    /// The process's start time, in clock ticks after boot.
+    pub process_started: Option<i64>,
+    pub heartbeat_at: Millis,
 }
 
 /// An event as the log holds it.

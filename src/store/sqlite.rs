@@ -18,8 +18,8 @@ use uuid::Uuid;
 
 use super::rows::{AttemptRow, DispatchRow, TokenRow, WebhookRow};
 use super::{
-    Appended, Cursor, DispatchWrite, Page, Store, StoreError, StoredEvent, WebhookQuery,
-    first_occurrences, migrate, unique_as_conflict,
+    Appended, Cursor, DispatchWrite, InstanceRecord, Page, Store, StoreError, StoredEvent,
+    WebhookQuery, first_occurrences, migrate, unique_as_conflict,
 };
 use crate::clock::Millis;
 use crate::domain::change::Version;
@@ -640,6 +640,82 @@ impl Store for SqliteStore {
             .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn register_instance(&self, i: &InstanceRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO dispatcher_instances (id, heartbeat_at, started_at, name, host, pid, pid_namespace, process_started) \
+             VALUES ($1, $2, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, name = excluded.name, \
+             host = excluded.host, pid = excluded.pid, pid_namespace = excluded.pid_namespace, \
+             process_started = excluded.process_started",
+        )
+        .bind(i.id.to_string())
+        .bind(i.heartbeat_at)
+        .bind(&i.name)
+        .bind(&i.host)
+        .bind(i.pid)
+        .bind(&i.pid_namespace)
+        .bind(i.process_started)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn instances(&self) -> Result<Vec<InstanceRecord>, StoreError> {
+        sqlx::query(
+            "SELECT id, name, host, pid, pid_namespace, process_started, heartbeat_at FROM dispatcher_instances",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(InstanceRecord {
+                id: parse_id(r)?,
+                name: r.try_get(1)?,
+                host: r.try_get(2)?,
+                pid: r.try_get(3)?,
+                pid_namespace: r.try_get(4)?,
+                process_started: r.try_get(5)?,
+                heartbeat_at: r.try_get(6)?,
+            })
+        })
+        .collect()
+    }
+
+    async fn take_over(&self, instance: Uuid, dead: &[Uuid]) -> Result<u64, StoreError> {
+        let dead = serde_json::to_string(dead).expect("ids serialize");
+        let mut tx = self.write_transaction().await?;
+        let moved = sqlx::query(
+            "UPDATE webhooks SET owner = $1 WHERE owner IN (SELECT value FROM json_each($2))",
+        )
+        .bind(instance.to_string())
+        .bind(&dead)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM dispatcher_instances WHERE id IN (SELECT value FROM json_each($1))",
+        )
+        .bind(&dead)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(moved.rows_affected())
+    }
+
+    async fn lease_holder(
+        &self,
+        webhook: Uuid,
+        live_since: Millis,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE(i.name, i.id) FROM webhooks w JOIN dispatcher_instances i ON i.id = w.owner \
+             WHERE w.id = $1 AND i.heartbeat_at >= $2",
+        )
+        .bind(webhook.to_string())
+        .bind(live_since)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     async fn dispatch_state(&self, id: Uuid) -> Result<Option<DispatchState>, StoreError> {

@@ -4,7 +4,10 @@
 //! A worker sees the log in two ways. Events up to its `live_from` position it reads from
 //! the log itself (catch-up); events after it arrive in its inbox. When the inbox
 //! overflows, the router stops filling it and the worker catches up from the log again, so
-//! memory stays bounded however far behind a webhook is.
+//! memory stays bounded however far behind a webhook is. An inbox is bounded by events and
+//! by bytes, and all inboxes together by bytes; a webhook that is not sending (waiting for
+//! a retry, stopped, deleted) is parked: its inbox is emptied and not filled again, and
+//! its worker reads the log when it sends again.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,8 +21,14 @@ use crate::domain::event::EventFacts;
 use crate::domain::filter::webhook_matches;
 use crate::domain::webhook::EventFilter;
 
-/// How many events an inbox holds before the worker has to read the log instead.
+/// How many events an inbox holds before the worker has to read the log instead…
 pub const INBOX_CAPACITY: usize = 1024;
+/// …and how many bytes of events (by [`LogEvent::held_bytes`]). A webhook that keeps up
+/// holds a few events; one that is behind reads the log.
+pub const INBOX_BYTES: usize = 2 << 20;
+/// All inboxes together, at most: past it, the webhook that would go over reads the log.
+/// (An event shared by several inboxes is counted in each.)
+pub const INBOXES_BYTES: usize = 32 << 20;
 
 /// An event read from the log, with the facts filters need, shared by every webhook it
 /// goes to.
@@ -41,12 +50,19 @@ impl LogEvent {
             facts,
         }
     }
+
+    /// About what holding this event costs: its body and a fixed part for the rest.
+    pub fn held_bytes(&self) -> usize {
+        self.body.len() + 256
+    }
 }
 
 struct Slot {
     name: String,
     filters: Arc<Vec<EventFilter>>,
     inbox: VecDeque<Arc<LogEvent>>,
+    /// What the inbox holds, by [`LogEvent::held_bytes`].
+    inbox_bytes: usize,
     /// The router delivers events after this position; the worker reads the rest.
     live_from: i64,
     overflowed: bool,
@@ -65,6 +81,16 @@ struct State {
     position: i64,
     index: FilterIndex,
     slots: HashMap<Uuid, Slot>,
+    /// What all inboxes hold together.
+    inbox_bytes: usize,
+}
+
+impl Slot {
+    /// Empties the inbox; returns the bytes it held.
+    fn clear(&mut self) -> usize {
+        self.inbox.clear();
+        std::mem::take(&mut self.inbox_bytes)
+    }
 }
 
 pub struct Router {
@@ -86,6 +112,7 @@ impl Router {
                 position,
                 index: FilterIndex::default(),
                 slots: HashMap::new(),
+                inbox_bytes: 0,
             }),
         }
     }
@@ -111,8 +138,9 @@ impl Router {
         let filters = filters.into();
         let mut state = self.lock();
         let live_from = state.position;
-        if let Some(old) = state.slots.remove(&id) {
+        if let Some(mut old) = state.slots.remove(&id) {
             state.index.remove(id, &old.filters);
+            state.inbox_bytes -= old.clear();
         }
         state.index.add(id, &filters);
         state.slots.insert(
@@ -121,6 +149,7 @@ impl Router {
                 name,
                 filters,
                 inbox: VecDeque::new(),
+                inbox_bytes: 0,
                 live_from,
                 overflowed: false,
                 idle: false,
@@ -135,9 +164,28 @@ impl Router {
 
     pub fn unregister(&self, id: Uuid) {
         let mut state = self.lock();
-        if let Some(slot) = state.slots.remove(&id) {
+        if let Some(mut slot) = state.slots.remove(&id) {
             state.index.remove(id, &slot.filters);
+            state.inbox_bytes -= slot.clear();
         }
+    }
+
+    /// The webhook is not sending (it waits for a retry, is stopped or is going away):
+    /// its inbox is emptied and not filled again; its worker reads the log when it sends
+    /// again (as after an overflow).
+    pub fn park(&self, id: Uuid) {
+        let mut state = self.lock();
+        if let Some(slot) = state.slots.get_mut(&id) {
+            let freed = slot.clear();
+            slot.overflowed = true;
+            slot.idle = false;
+            state.inbox_bytes -= freed;
+        }
+    }
+
+    /// What all inboxes hold, in bytes.
+    pub fn inbox_bytes(&self) -> usize {
+        self.lock().inbox_bytes
     }
 
     pub fn is_registered(&self, id: Uuid) -> bool {
@@ -198,15 +246,21 @@ impl Router {
         };
         slot.idle = false;
         let mut events = Vec::new();
+        let mut freed = 0;
         while events.len() < max {
-            match slot.inbox.pop_front() {
-                Some(e) if e.seq <= after => continue,
-                Some(e) => events.push(e),
-                None => break,
+            let Some(e) = slot.inbox.pop_front() else {
+                break;
+            };
+            freed += e.held_bytes();
+            if e.seq > after {
+                events.push(e);
             }
         }
+        slot.inbox_bytes -= freed;
+        let must_catch_up = slot.overflowed && slot.inbox.is_empty();
+        state.inbox_bytes -= freed;
         Taken {
-            must_catch_up: slot.overflowed && slot.inbox.is_empty(),
+            must_catch_up,
             events,
         }
     }
@@ -217,9 +271,10 @@ impl Router {
         let mut state = self.lock();
         let position = state.position;
         if let Some(slot) = state.slots.get_mut(&id) {
-            slot.inbox.clear();
+            let freed = slot.clear();
             slot.overflowed = false;
             slot.live_from = position;
+            state.inbox_bytes -= freed;
         }
         position
     }
@@ -328,6 +383,7 @@ fn route_locked(state: &mut State, events: &[Arc<LogEvent>]) -> Vec<Arc<Notify>>
             continue;
         }
         if let Some(event_type) = event.facts.event_type {
+            let size = event.held_bytes();
             for id in state.index.candidates(event_type, &event.facts.entity_type) {
                 let Some(slot) = state.slots.get_mut(&id) else {
                     continue;
@@ -338,10 +394,15 @@ fn route_locked(state: &mut State, events: &[Arc<LogEvent>]) -> Vec<Arc<Notify>>
                 {
                     continue;
                 }
-                if slot.inbox.len() >= INBOX_CAPACITY {
+                if slot.inbox.len() >= INBOX_CAPACITY
+                    || slot.inbox_bytes + size > INBOX_BYTES
+                    || state.inbox_bytes + size > INBOXES_BYTES
+                {
                     slot.overflowed = true;
                 } else {
                     slot.inbox.push_back(event.clone());
+                    slot.inbox_bytes += size;
+                    state.inbox_bytes += size;
                 }
                 slot.idle = false;
                 if !woken.contains(&id) {
@@ -477,6 +538,82 @@ mod tests {
         router.route(&[event(INBOX_CAPACITY as i64 + 6, "entityCreated", "table")]);
         let next = router.take(id, 10, 0);
         assert_eq!((next.events.len(), next.must_catch_up), (1, false));
+    }
+
+    fn large(seq: i64, bytes: usize) -> Arc<LogEvent> {
+        let body =
+            json!({"eventType": "entityCreated", "entity": {"id": Uuid::new_v4(), "type": "table"},
+                          "padding": "x".repeat(bytes)})
+            .to_string();
+        Arc::new(LogEvent::new(seq, Uuid::new_v4(), body))
+    }
+
+    fn all_created(router: &Router, id: Uuid) {
+        router.register(
+            id,
+            "w".into(),
+            filters(json!([{"eventType": "entityCreated"}])),
+            Arc::new(Notify::new()),
+            0,
+        );
+    }
+
+    #[test]
+    fn inboxes_are_bounded_by_bytes_each_and_together() {
+        let router = Router::new(0);
+        let id = Uuid::new_v4();
+        all_created(&router, id);
+        // 250 KiB events: the inbox takes what fits in its bytes, then the worker reads
+        // the log.
+        let events: Vec<_> = (1..=20).map(|s| large(s, 250 << 10)).collect();
+        router.route(&events);
+        assert!(router.inbox_bytes() <= INBOX_BYTES);
+        let taken = router.take(id, 100, 0);
+        assert_eq!(taken.events.len(), INBOX_BYTES / events[0].held_bytes());
+        assert!(taken.must_catch_up);
+        assert_eq!(router.inbox_bytes(), 0, "taking frees the count");
+
+        // Many webhooks: all inboxes together stay within their bound.
+        let router = Router::new(0);
+        let ids: Vec<Uuid> = (0..40).map(|_| Uuid::new_v4()).collect();
+        ids.iter().for_each(|id| all_created(&router, *id));
+        let events: Vec<_> = (1..=8).map(|s| large(s, 200 << 10)).collect();
+        router.route(&events);
+        assert!(router.inbox_bytes() <= INBOXES_BYTES);
+        let overflowed = ids
+            .iter()
+            .filter(|id| router.take(**id, 100, 0).must_catch_up)
+            .count();
+        assert!(overflowed > 0, "some webhooks read the log instead");
+        assert_eq!(router.inbox_bytes(), 0);
+    }
+
+    #[test]
+    fn a_parked_webhook_holds_nothing_until_it_reads_the_log_again() {
+        let router = Router::new(0);
+        let id = Uuid::new_v4();
+        all_created(&router, id);
+        router.route(&[large(1, 1000), large(2, 1000)]);
+        assert!(router.inbox_bytes() > 0);
+        router.park(id);
+        assert_eq!(router.inbox_bytes(), 0, "parking empties the inbox");
+        let woken = router.route(&[large(3, 1000)]);
+        assert!(woken.is_empty(), "a parked webhook is not woken");
+        assert_eq!(router.inbox_bytes(), 0, "nor filled");
+        assert!(
+            !router.try_idle(id),
+            "its events are in the log, not behind it"
+        );
+        // Sending again: it reads the log from where it is up to the router's position.
+        let taken = router.take(id, 10, 0);
+        assert!(taken.events.is_empty() && taken.must_catch_up);
+        assert_eq!(router.reset_live(id), 3);
+        router.route(&[large(4, 1000)]);
+        assert_eq!(router.take(id, 10, 0).events.len(), 1);
+        // Going away frees its inbox at once.
+        router.route(&[large(5, 1000)]);
+        router.unregister(id);
+        assert_eq!(router.inbox_bytes(), 0);
     }
 
     #[test]

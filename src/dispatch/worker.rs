@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
@@ -30,6 +31,12 @@ use crate::store::DispatchWrite;
 /// 1,000 rows for each of W1's ten webhooks made up a third of the process's memory, and
 /// pages of 256 read as fast.
 const CATCH_UP_PAGE: u32 = 256;
+/// Body bytes read per catch-up query, at most (past its first event): 256 events of
+/// 256 KiB would be 64 MiB for one webhook.
+const CATCH_UP_BYTES: usize = 2 << 20;
+/// What the backlogs of all workers hold together before catch-up reads shrink to one
+/// event at a time.
+pub const BACKLOGS_BYTES: usize = 32 << 20;
 /// How often a parked worker (retries exhausted, or failed) looks for a resume made on
 /// another instance, in case the wake-up was missed.
 const PARKED_RECHECK: Duration = Duration::from_secs(5);
@@ -83,7 +90,7 @@ struct Worker {
     read_pos: i64,
     /// Catch-up has read the log up to here; matching events past `read_pos` wait in `backlog`.
     scanned_to: i64,
-    backlog: VecDeque<Arc<LogEvent>>,
+    backlog: Backlog,
     /// The events of the pending batch, when they are in memory.
     batch_events: Option<Vec<Arc<LogEvent>>>,
 }
@@ -123,7 +130,7 @@ impl Worker {
             state,
             read_pos,
             scanned_to: read_pos,
-            backlog: VecDeque::new(),
+            backlog: Backlog::new(ctx.backlog_bytes.clone()),
             batch_events: None,
             ctx,
         }))
@@ -143,12 +150,14 @@ impl Worker {
                     WebhookStatus::AwaitingRetry => {
                         let at = self.state.next_attempt_at.unwrap_or(0);
                         self.ctx.clock.now_ms() >= at || {
+                            self.let_go();
                             self.wait(Some(at), None).await;
                             false
                         }
                     }
                     // Parked until an admin resumes it (here or on another instance).
                     _ => {
+                        self.let_go();
                         self.wait(None, Some(PARKED_RECHECK)).await;
                         if !Box::pin(self.reload()).await? {
                             return Ok(());
@@ -189,6 +198,17 @@ impl Worker {
                 return Ok(()); // the lease is gone
             }
         }
+    }
+
+    /// The webhook is not sending for a while: it holds no events meanwhile. The pending
+    /// batch is read from the log again when it is attempted, and what comes after it when
+    /// it is delivered.
+    fn let_go(&mut self) {
+        self.batch_events = None;
+        self.backlog.clear();
+        // What the backlog held (after `read_pos`) is read again.
+        self.scanned_to = self.read_pos;
+        self.ctx.router.park(self.id);
     }
 
     /// Writes the webhook's new state (and the attempt that led to it) through the group
@@ -288,7 +308,7 @@ impl Worker {
         let mut out = Vec::new();
         loop {
             while out.len() < max {
-                let Some(event) = self.backlog.pop_front() else {
+                let Some(event) = self.backlog.pop() else {
                     break;
                 };
                 self.read_pos = event.seq;
@@ -324,23 +344,27 @@ impl Worker {
 
     /// Reads one page of the log between `scanned_to` and `live_from` into the backlog.
     async fn catch_up(&mut self, live_from: i64) -> anyhow::Result<()> {
-        let rows = {
+        let page = {
             let _permit = self.ctx.catch_up.acquire().await?;
+            // Within what the backlogs of all workers may still hold (at least one event).
+            let held = self.ctx.backlog_bytes.load(Ordering::Relaxed);
+            let budget = CATCH_UP_BYTES
+                .min(BACKLOGS_BYTES.saturating_sub(held))
+                .max(1);
             self.ctx
                 .store
-                .read_events(self.scanned_to, live_from, CATCH_UP_PAGE)
+                .read_event_page(self.scanned_to, live_from, CATCH_UP_PAGE, budget as u64)
                 .await?
         };
-        let full = rows.len() as u32 == CATCH_UP_PAGE;
-        let last = rows.last().map(|r| r.seq);
-        for row in rows {
+        let last = page.events.last().map(|r| r.seq);
+        for row in page.events {
             let event = LogEvent::new(row.seq, row.event_id, row.body);
             if webhook_matches(&self.filters, &event.facts) {
-                self.backlog.push_back(Arc::new(event));
+                self.backlog.push(Arc::new(event));
             }
         }
-        self.scanned_to = match (full, last) {
-            (true, Some(seq)) => seq,
+        self.scanned_to = match (page.complete, last) {
+            (false, Some(seq)) => seq,
             _ => live_from,
         };
         Ok(())
@@ -471,6 +495,51 @@ impl Worker {
         let size = request.body.len() as i64;
         let _permit = self.ctx.in_flight.acquire().await;
         (self.ctx.sender.send(request).await, size)
+    }
+}
+
+/// Matching events read ahead from the log, counted (in [`LogEvent::held_bytes`]) against
+/// what all workers' backlogs may hold together.
+struct Backlog {
+    events: VecDeque<Arc<LogEvent>>,
+    bytes: usize,
+    all: Arc<AtomicUsize>,
+}
+
+impl Backlog {
+    fn new(all: Arc<AtomicUsize>) -> Self {
+        Self {
+            events: VecDeque::new(),
+            bytes: 0,
+            all,
+        }
+    }
+
+    fn push(&mut self, event: Arc<LogEvent>) {
+        let size = event.held_bytes();
+        self.bytes += size;
+        self.all.fetch_add(size, Ordering::Relaxed);
+        self.events.push_back(event);
+    }
+
+    fn pop(&mut self) -> Option<Arc<LogEvent>> {
+        let event = self.events.pop_front()?;
+        let size = event.held_bytes();
+        self.bytes -= size;
+        self.all.fetch_sub(size, Ordering::Relaxed);
+        Some(event)
+    }
+
+    fn clear(&mut self) {
+        self.events = VecDeque::new();
+        self.all
+            .fetch_sub(std::mem::take(&mut self.bytes), Ordering::Relaxed);
+    }
+}
+
+impl Drop for Backlog {
+    fn drop(&mut self) {
+        self.clear();
     }
 }
 

@@ -243,13 +243,31 @@ pub trait Store: Send + Sync + 'static {
     /// The highest position handed out so far.
     async fn log_head(&self) -> Result<i64, StoreError>;
 
-    /// Events with `after < seq <= up_to`, in log order, at most `limit`.
+    /// Events with `after < seq <= up_to`, in log order: at most `limit`, and past the
+    /// first, no more than [`READ_BYTES`] of bodies. A short page does not mean the range
+    /// is exhausted: read on from the last event until a page comes back empty.
     async fn read_events(
         &self,
         after: i64,
         up_to: i64,
         limit: u32,
-    ) -> Result<Vec<StoredEvent>, StoreError>;
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        Ok(self
+            .read_event_page(after, up_to, limit, READ_BYTES)
+            .await?
+            .events)
+    }
+
+    /// Events with `after < seq <= up_to`, in log order: at most `limit`, each one taken
+    /// while the bodies before it in the page sum to less than `max_bytes` (so the first
+    /// always is).
+    async fn read_event_page(
+        &self,
+        after: i64,
+        up_to: i64,
+        limit: u32,
+        max_bytes: u64,
+    ) -> Result<EventPage, StoreError>;
 
     /// The events at these positions that are still in the log, in log order.
     async fn events_at(&self, seqs: &[i64]) -> Result<Vec<StoredEvent>, StoreError>;
@@ -381,6 +399,34 @@ pub struct InstanceRecord {
     /// The process's start time, in clock ticks after boot.
     pub process_started: Option<i64>,
     pub heartbeat_at: Millis,
+}
+
+/// The most body bytes [`Store::read_events`] returns in one page (past its first event).
+/// Pages of rows alone held up to 1,000 events of 256 KiB each.
+pub const READ_BYTES: u64 = 4 << 20;
+
+/// A page of the log, read within a count and a byte budget.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventPage {
+    pub events: Vec<StoredEvent>,
+    /// Every event of the range asked for is in `events`; when false, read on after the
+    /// last one.
+    pub complete: bool,
+}
+
+impl EventPage {
+    /// Builds a page from the rows read (each with the running total of body bytes up to
+    /// and including it, as the database counted them) and the budgets the read had.
+    fn assemble(rows: Vec<(StoredEvent, i64)>, limit: u32, max_bytes: u64) -> Self {
+        let last_total = rows.last().map_or(0, |(_, total)| *total);
+        // Fewer rows than the limit, and the last one did not reach the byte budget: no row
+        // of the range was left out. (When it did reach it, the next read is the check.)
+        let complete = rows.len() < limit as usize && (last_total as u64) < max_bytes;
+        Self {
+            events: rows.into_iter().map(|(event, _)| event).collect(),
+            complete,
+        }
+    }
 }
 
 /// An event as the log holds it.

@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use super::rows::{AttemptRow, DispatchRow, TokenRow, WebhookRow};
 use super::{
-    Appended, Cursor, DispatchWrite, InstanceRecord, Page, Store, StoreError, StoredEvent,
-    WebhookQuery, first_occurrences, migrate, unique_as_conflict,
+    Appended, Cursor, DispatchWrite, EventPage, InstanceRecord, Page, Store, StoreError,
+    StoredEvent, WebhookQuery, first_occurrences, migrate, unique_as_conflict,
 };
 use crate::clock::Millis;
 use crate::domain::change::Version;
@@ -456,21 +456,32 @@ impl Store for PgStore {
         )
     }
 
-    async fn read_events(
+    async fn read_event_page(
         &self,
         after: i64,
         up_to: i64,
         limit: u32,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        sqlx::query("SELECT seq, event_id, body FROM events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3")
-            .bind(after)
-            .bind(up_to)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(event_from_row)
-            .collect()
+        max_bytes: u64,
+    ) -> Result<EventPage, StoreError> {
+        // The running total of body sizes is computed from the stored lengths (a body the
+        // budget leaves out is not even fetched from its out-of-line storage).
+        let rows = sqlx::query(
+            "SELECT seq, event_id, body, total FROM ( \
+               SELECT seq, event_id, body, octet_length(body) AS size, \
+                 SUM(octet_length(body)) OVER (ORDER BY seq ROWS UNBOUNDED PRECEDING) AS total \
+               FROM events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3) page \
+             WHERE total - size < $4 ORDER BY seq",
+        )
+        .bind(after)
+        .bind(up_to)
+        .bind(i64::from(limit))
+        .bind(i64::try_from(max_bytes).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok((event_from_row(r)?, r.try_get::<i64, _>(3)?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(EventPage::assemble(rows, limit, max_bytes))
     }
 
     async fn events_at(&self, seqs: &[i64]) -> Result<Vec<StoredEvent>, StoreError> {

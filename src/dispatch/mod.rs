@@ -31,7 +31,7 @@ use crate::clock::{Clock, Millis, SystemClock};
 use crate::domain::delivery::{AttemptResult, ErrorKind};
 use crate::domain::event::NewEvent;
 use crate::domain::webhook::Webhook;
-use crate::store::{Appended, Store};
+use crate::store::{Appended, PRUNE_STEP, Pruned, RetentionCuts, Store};
 use identity::Identity;
 use metrics::Metrics;
 use recorder::Recorder;
@@ -538,19 +538,66 @@ async fn relay_changes(
     }
 }
 
-/// Drops events and attempts older than the retention period.
+/// Retention, continuously: every [`PRUNE_EVERY`] (and at start) it drops what is past
+/// retention in bounded steps, oldest first, until nothing is left. The bodies of events go
+/// after `retention`, their ids after twice that (an eventId sent again within that time is
+/// still acknowledged as a duplicate), attempts after `retention`.
 async fn prune(ctx: Arc<Context>, stop: CancellationToken) {
-    const EVERY: Duration = Duration::from_secs(600);
     loop {
-        let cut = ctx.clock.now_ms() - ctx.settings.retention.as_millis() as Millis;
-        match ctx.store.prune(cut, cut).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(rows = n, "pruned what is past retention"),
-            Err(err) => tracing::warn!(error = %err, "pruning failed"),
+        let mut done = Pruned::default();
+        loop {
+            let cuts = retention_cuts(ctx.clock.now_ms(), ctx.settings.retention);
+            match ctx.store.prune_step(&cuts, PRUNE_STEP).await {
+                Ok(step) => {
+                    done.bodies += step.bodies;
+                    done.events += step.events;
+                    done.attempts += step.attempts;
+                    if !step.more(PRUNE_STEP) {
+                        break;
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "pruning failed; it goes on at the next round");
+                    break;
+                }
+            }
+            // A pause between steps: a large backlog of old rows does not crowd out the
+            // writes of delivery.
+            tokio::select! {
+                _ = tokio::time::sleep(PRUNE_PAUSE) => {}
+                _ = stop.cancelled() => return,
+            }
         }
+        if done != Pruned::default() {
+            tracing::info!(
+                bodies = done.bodies,
+                events = done.events,
+                attempts = done.attempts,
+                "pruned what is past retention"
+            );
+        }
+        // The injected clock too, so that tests move time instead of waiting.
+        let next = ctx.clock.now_ms() + PRUNE_EVERY.as_millis() as Millis;
         tokio::select! {
-            _ = tokio::time::sleep(EVERY) => {}
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            _ = ctx.clock.sleep_until(next) => {}
             _ = stop.cancelled() => return,
         }
+    }
+}
+
+/// How often retention runs.
+const PRUNE_EVERY: Duration = Duration::from_secs(30);
+/// The pause between two steps of one round.
+const PRUNE_PAUSE: Duration = Duration::from_millis(20);
+
+/// Where retention cuts at `now`: bodies and attempts after `retention`, event ids after
+/// twice that.
+pub fn retention_cuts(now: Millis, retention: Duration) -> RetentionCuts {
+    let retention = Millis::try_from(retention.as_millis()).unwrap_or(Millis::MAX);
+    RetentionCuts {
+        bodies_before: now.saturating_sub(retention),
+        ids_before: now.saturating_sub(retention.saturating_mul(2)),
+        attempts_before: now.saturating_sub(retention),
     }
 }

@@ -46,6 +46,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "instance_identity",
         sql: include_str!("../../migrations/postgres/0005_instance_identity.sql"),
     },
+    Migration {
+        version: 6,
+        name: "log_retention",
+        sql: include_str!("../../migrations/postgres/0006_log_retention.sql"),
+    },
 ];
 
 pub const SQLITE: &[Migration] = &[
@@ -68,6 +73,11 @@ pub const SQLITE: &[Migration] = &[
         version: 4,
         name: "instance_identity",
         sql: include_str!("../../migrations/sqlite/0004_instance_identity.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "log_retention",
+        sql: include_str!("../../migrations/sqlite/0005_log_retention.sql"),
     },
 ];
 

@@ -260,7 +260,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Events with `after < seq <= up_to`, in log order: at most `limit`, each one taken
     /// while the bodies before it in the page sum to less than `max_bytes` (so the first
-    /// always is).
+    /// always is). Events whose body retention dropped are left out.
     async fn read_event_page(
         &self,
         after: i64,
@@ -273,12 +273,33 @@ pub trait Store: Send + Sync + 'static {
     async fn events_at(&self, seqs: &[i64]) -> Result<Vec<StoredEvent>, StoreError>;
 
     /// Deletes events ingested before `events_before` and attempts made before
-    /// `attempts_before`; returns how many rows went.
+    /// `attempts_before`, in bounded steps; returns how many rows went.
     async fn prune(
         &self,
         events_before: Millis,
         attempts_before: Millis,
-    ) -> Result<u64, StoreError>;
+    ) -> Result<u64, StoreError> {
+        let cuts = RetentionCuts {
+            bodies_before: events_before,
+            ids_before: events_before,
+            attempts_before,
+        };
+        let mut rows = 0;
+        loop {
+            let step = self.prune_step(&cuts, PRUNE_STEP).await?;
+            rows += step.events + step.attempts;
+            if !step.more(PRUNE_STEP) {
+                return Ok(rows);
+            }
+        }
+    }
+
+    /// One bounded step of retention, oldest first: drops the bodies of up to `limit`
+    /// events ingested before `cuts.bodies_before` (their ids stay in the log, so that an
+    /// eventId sent again is still recognised), deletes up to `limit` events ingested
+    /// before `cuts.ids_before` and up to `limit` attempts made before
+    /// `cuts.attempts_before`. An event without its body is no longer read or delivered.
+    async fn prune_step(&self, cuts: &RetentionCuts, limit: u32) -> Result<Pruned, StoreError>;
 
     // ---- dispatcher instances and leases ----
 
@@ -401,6 +422,35 @@ pub struct InstanceRecord {
     pub heartbeat_at: Millis,
 }
 
+/// Where retention cuts, in ingest (or attempt) time: before each, that part goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionCuts {
+    pub bodies_before: Millis,
+    pub ids_before: Millis,
+    pub attempts_before: Millis,
+}
+
+/// What one retention step did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Events whose body was dropped.
+    pub bodies: u64,
+    /// Events deleted (id and all).
+    pub events: u64,
+    pub attempts: u64,
+}
+
+impl Pruned {
+    /// Whether a part of the step reached its limit (more may be waiting).
+    pub fn more(&self, limit: u32) -> bool {
+        let limit = u64::from(limit);
+        self.bodies >= limit || self.events >= limit || self.attempts >= limit
+    }
+}
+
+/// Rows one retention step touches at most, per kind: a step is a short transaction.
+pub const PRUNE_STEP: u32 = 500;
+
 /// The most body bytes [`Store::read_events`] returns in one page (past its first event).
 /// Pages of rows alone held up to 1,000 events of 256 KiB each.
 pub const READ_BYTES: u64 = 4 << 20;
@@ -455,6 +505,14 @@ fn unique_as_conflict(err: sqlx::Error, what: &'static str) -> StoreError {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),
         _ => StoreError::Database(err),
     }
+}
+
+/// Given the next events (position, ingest time) in log order after those whose bodies are
+/// dropped, the position up to which bodies go now: the events before the first one
+/// ingested at or after `before`. None when there is nothing to do.
+fn bodies_through(next: &[(i64, Millis)], before: Millis) -> Option<i64> {
+    let old = next.iter().take_while(|(_, at)| *at < before).count();
+    (old > 0).then(|| next[old - 1].0)
 }
 
 /// Indexes of the events whose eventId appears for the first time in the slice.

@@ -10,8 +10,9 @@ use uuid::Uuid;
 
 use super::rows::{AttemptRow, DispatchRow, TokenRow, WebhookRow};
 use super::{
-    Appended, Cursor, DispatchWrite, EventPage, InstanceRecord, Page, Store, StoreError,
-    StoredEvent, WebhookQuery, first_occurrences, migrate, unique_as_conflict,
+    Appended, Cursor, DispatchWrite, EventPage, InstanceRecord, Page, Pruned, RetentionCuts, Store,
+    StoreError, StoredEvent, WebhookQuery, bodies_through, first_occurrences, migrate,
+    unique_as_conflict,
 };
 use crate::clock::Millis;
 use crate::domain::change::Version;
@@ -464,12 +465,13 @@ impl Store for PgStore {
         max_bytes: u64,
     ) -> Result<EventPage, StoreError> {
         // The running total of body sizes is computed from the stored lengths (a body the
-        // budget leaves out is not even fetched from its out-of-line storage).
+        // budget leaves out is not even fetched from its out-of-line storage). An empty body
+        // is an event past its body retention: only its id is kept.
         let rows = sqlx::query(
             "SELECT seq, event_id, body, total FROM ( \
                SELECT seq, event_id, body, octet_length(body) AS size, \
                  SUM(octet_length(body)) OVER (ORDER BY seq ROWS UNBOUNDED PRECEDING) AS total \
-               FROM events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3) page \
+               FROM events WHERE seq > $1 AND seq <= $2 AND body <> '' ORDER BY seq LIMIT $3) page \
              WHERE total - size < $4 ORDER BY seq",
         )
         .bind(after)
@@ -485,7 +487,9 @@ impl Store for PgStore {
     }
 
     async fn events_at(&self, seqs: &[i64]) -> Result<Vec<StoredEvent>, StoreError> {
-        sqlx::query("SELECT seq, event_id, body FROM events WHERE seq = ANY($1) ORDER BY seq")
+        sqlx::query(
+            "SELECT seq, event_id, body FROM events WHERE seq = ANY($1) AND body <> '' ORDER BY seq",
+        )
             .bind(seqs)
             .fetch_all(&self.pool)
             .await?
@@ -494,20 +498,67 @@ impl Store for PgStore {
             .collect()
     }
 
-    async fn prune(
-        &self,
-        events_before: Millis,
-        attempts_before: Millis,
-    ) -> Result<u64, StoreError> {
-        let events = sqlx::query("DELETE FROM events WHERE created_at < $1")
-            .bind(events_before)
-            .execute(&self.pool)
-            .await?;
-        let attempts = sqlx::query("DELETE FROM delivery_attempts WHERE attempted_at < $1")
-            .bind(attempts_before)
-            .execute(&self.pool)
-            .await?;
-        Ok(events.rows_affected() + attempts.rows_affected())
+    async fn prune_step(&self, cuts: &RetentionCuts, limit: u32) -> Result<Pruned, StoreError> {
+        let limit = i64::from(limit);
+        // Each kind goes oldest first, from the lowest positions (ids): the rows read are
+        // bounded by `limit`, whatever the size of the table. (A condition on time alone
+        // made PostgreSQL walk the whole table when nothing was old enough.)
+        let events = sqlx::query(
+            "DELETE FROM events WHERE seq IN ( \
+               SELECT seq FROM (SELECT seq, created_at FROM events ORDER BY seq LIMIT $2) oldest \
+               WHERE created_at < $1)",
+        )
+        .bind(cuts.ids_before)
+        .bind(limit)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let attempts = sqlx::query(
+            "DELETE FROM delivery_attempts WHERE id IN ( \
+               SELECT id FROM (SELECT id, attempted_at FROM delivery_attempts ORDER BY id LIMIT $2) oldest \
+               WHERE attempted_at < $1)",
+        )
+        .bind(cuts.attempts_before)
+        .bind(limit)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        // Bodies: the next events after those already done, up to the first one not old
+        // enough. The progress row is locked, so instances pruning at once take turns.
+        let mut tx = self.pool.begin().await?;
+        let through: i64 = sqlx::query_scalar(
+            "SELECT bodies_dropped_through FROM log_retention WHERE id = 1 FOR UPDATE",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let next: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT seq, created_at FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(through)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut bodies = 0;
+        if let Some(upto) = bodies_through(&next, cuts.bodies_before) {
+            bodies = sqlx::query(
+                "UPDATE events SET body = '' WHERE seq > $1 AND seq <= $2 AND body <> ''",
+            )
+            .bind(through)
+            .bind(upto)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query("UPDATE log_retention SET bodies_dropped_through = $1 WHERE id = 1")
+                .bind(upto)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Pruned {
+            bodies,
+            events,
+            attempts,
+        })
     }
 
     async fn heartbeat(

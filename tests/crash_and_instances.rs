@@ -507,6 +507,7 @@ async fn a_restarted_instance_takes_back_its_leases_at_once(backend: Backend) {
     let after = publish_one(&second.base, "after").await;
     wait_for_ids(&rx, "/hook", &[after].into(), Duration::from_secs(40)).await;
     let took = killed_at.elapsed();
+    eprintln!("{backend:?}: the first event after the restart arrived {took:?} after the kill");
     assert!(
         took < Duration::from_secs(5),
         "the first event after the restart was delivered {took:?} after the kill"

@@ -662,6 +662,14 @@ async fn instances_killed_again_and_again(backend: Backend) {
         }
         gaps.push(killed_at.elapsed());
     }
+    // A restarted instance resumes at once, so the kills can be over within seconds:
+    // publishing goes on until the run carries enough events to judge (each event reaches
+    // /k1 in a request of its own; a few may come twice).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rx.arrivals("/k1").len() < 520 {
+        assert!(Instant::now() < deadline, "fewer than 500 events published");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let ledger = publisher.finish().await;
     assert!(

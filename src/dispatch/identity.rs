@@ -74,6 +74,14 @@ impl Identity {
 }
 
 /// Whether the process `pid` that started at `started` (when known) still runs here.
+/// (Only asked where a pid namespace is known, which is on Linux.)
+#[cfg(not(target_os = "linux"))]
+fn process_alive(_pid: i64, _started: Option<i64>) -> bool {
+    true
+}
+
+/// Whether the process `pid` that started at `started` (when known) still runs here.
+#[cfg(target_os = "linux")]
 fn process_alive(pid: i64, started: Option<i64>) -> bool {
     // 0 and negative values would name process groups; a stored value out of range is
     // not a process this one can judge: alive, to be safe.
@@ -96,6 +104,12 @@ fn process_alive(pid: i64, started: Option<i64>) -> bool {
     }
 }
 
+#[cfg(not(target_os = "linux"))]
+fn host_name() -> String {
+    std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_owned())
+}
+
+#[cfg(target_os = "linux")]
 fn host_name() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length; the name is NUL-terminated within it
@@ -123,7 +137,8 @@ fn process_started(pid: u32) -> Option<i64> {
     after_name.split_whitespace().nth(19)?.parse().ok()
 }
 
-#[cfg(test)]
+// What these check (pid namespaces, a child's pid) is Linux's.
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 

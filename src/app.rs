@@ -14,11 +14,11 @@ use crate::bus::Ingestor;
 use crate::bus::ratelimit::{Limits, RateLimiter};
 use crate::clock::Clock;
 use crate::config::ServeArgs;
-use crate::dispatch::metrics::Metrics;
 use crate::dispatch::{self, Dispatcher};
 use crate::domain::token::{
     Role, Token, TokenName, check_configured_token, generate_secret, hash_secret,
 };
+use crate::metrics::Metrics;
 use crate::store::{self, Store};
 
 /// The name the configured admin token is stored under.

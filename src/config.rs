@@ -1,12 +1,14 @@
 //! Command line and environment (SPEC §8). Every flag has an environment variable; both
 //! are listed by `outhook serve --help`.
 
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::domain::address::Cidr;
+use crate::domain::delivery::RetrySchedule;
+use crate::domain::signature::SignatureScheme;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -95,7 +97,7 @@ pub struct VerifyArgs {
     /// openmetadata (X-OpenMetadata-Signature), openmetadata-base64 (X-OM-Signature) or
     /// standard-webhooks (webhook-signature).
     #[arg(long, default_value = "openmetadata")]
-    pub scheme: crate::domain::webhook::SignatureScheme,
+    pub scheme: SignatureScheme,
 
     /// The signature header's value, e.g. `sha256=…` or `v1,… v1,…`.
     #[arg(long)]
@@ -149,7 +151,8 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "OUTHOOK_RETRY_SCHEDULE",
-        default_value = "1m,5m,15m,1h,4h,12h"
+        default_value = "1m,5m,15m,1h,4h,12h",
+        value_parser = parse_retry_schedule
     )]
     pub retry_schedule: RetrySchedule,
 
@@ -248,76 +251,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(ms))
 }
 
-/// The delays before each retry: 1 to 20 of them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetrySchedule(pub Vec<Duration>);
-
-impl FromStr for RetrySchedule {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let delays = s
-            .split(',')
-            .map(parse_duration)
-            .collect::<Result<Vec<_>, _>>()?;
-        if delays.len() > 20 {
-            return Err("at most 20 retries".into());
-        }
-        Ok(Self(delays))
-    }
-}
-
-/// An address range, `10.0.0.0/8` or `::1/128`; a bare address is a range of one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.network, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-impl FromStr for Cidr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        let (addr, prefix) = s.split_once('/').map_or((s, None), |(a, p)| (a, Some(p)));
-        let network: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("'{s}' is not an address range such as 10.0.0.0/8"))?;
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("'{s}': the prefix length must be 0–{max}"))?,
-        };
-        Ok(Self { network, prefix })
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix)
-    }
+/// Parses a retry schedule: delays separated by commas (`1m,5m,15m,1h,4h,12h`).
+pub fn parse_retry_schedule(text: &str) -> Result<RetrySchedule, String> {
+    let delays = text
+        .split(',')
+        .map(parse_duration)
+        .collect::<Result<Vec<_>, _>>()?;
+    RetrySchedule::new(delays).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -336,22 +276,9 @@ mod tests {
                 && parse_duration("0s").is_err()
                 && parse_duration("1w").is_err()
         );
-        let schedule: RetrySchedule = "1m,5m,15m,1h,4h,12h".parse().unwrap();
+        let schedule = parse_retry_schedule("1m,5m,15m,1h,4h,12h").unwrap();
         let secs: Vec<u64> = schedule.0.iter().map(Duration::as_secs).collect();
         assert_eq!(secs, [60, 300, 900, 3600, 14_400, 43_200]);
-    }
-
-    #[test]
-    fn cidr_ranges() {
-        let net: Cidr = "127.0.0.0/8".parse().unwrap();
-        assert!(net.contains("127.1.2.3".parse().unwrap()));
-        assert!(!net.contains("128.0.0.1".parse().unwrap()));
-        assert!(!net.contains("::1".parse().unwrap()));
-        let one: Cidr = "::1".parse().unwrap();
-        assert!(one.contains("::1".parse().unwrap()));
-        let all: Cidr = "0.0.0.0/0".parse().unwrap();
-        assert!(all.contains("8.8.8.8".parse().unwrap()));
-        assert!("10.0.0.0/33".parse::<Cidr>().is_err() && "nope".parse::<Cidr>().is_err());
     }
 
     #[test]

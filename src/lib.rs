@@ -12,4 +12,5 @@ pub mod clock;
 pub mod config;
 pub mod dispatch;
 pub mod domain;
+pub mod metrics;
 pub mod store;

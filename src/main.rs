@@ -94,7 +94,7 @@ fn verify(args: outhook::config::VerifyArgs) -> anyhow::Result<()> {
             std::process::exit(1);
         }
     }
-    match outhook::dispatch::sign::verify(
+    match outhook::domain::signature::verify(
         args.scheme,
         &args.secret,
         &args.signature,

@@ -861,7 +861,7 @@ async fn a_test_message_for_an_unsaved_configuration(backend: Backend) {
 /// spellings; public addresses, and NAT64 addresses of public IPv4 hosts, pass.
 #[test]
 fn the_address_policy_refuses_what_is_not_public() {
-    use outhook::dispatch::sender::AddressPolicy;
+    use outhook::domain::address::AddressPolicy;
     let strict = AddressPolicy::default();
     for ip in [
         "127.0.0.1",

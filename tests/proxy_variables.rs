@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::receiver::Receiver;
-use outhook::dispatch::sender::{AddressPolicy, OutboundRequest, Sender};
+use outhook::dispatch::sender::{OutboundRequest, Sender};
+use outhook::domain::address::AddressPolicy;
 use outhook::domain::delivery::ErrorKind;
 use reqwest::header::HeaderMap;
 

@@ -34,7 +34,7 @@ pub struct AppState {
     pub dispatcher: Arc<crate::dispatch::Dispatcher>,
     pub ingestor: crate::bus::Ingestor,
     pub limiter: crate::bus::ratelimit::RateLimiter,
-    pub metrics: Arc<crate::dispatch::metrics::Metrics>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub max_events_per_request: usize,
     /// Live tokens recently looked up.
     pub tokens: auth::TokenCache,

@@ -22,9 +22,10 @@ use crate::dispatch::format::test_event;
 use crate::domain::delivery::{AttemptRecord, ErrorKind, Outcome};
 use crate::domain::event::EventFacts;
 use crate::domain::filter::webhook_matches;
+use crate::domain::signature::{SignatureScheme, standard_webhooks_key};
 use crate::domain::token::Permission;
 use crate::domain::webhook::{
-    FailureDetails, Resume, SecretKey, SignatureScheme, Webhook, WebhookStatus, WebhookView,
+    FailureDetails, Resume, SecretKey, Webhook, WebhookStatus, WebhookView,
 };
 
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
@@ -388,8 +389,8 @@ async fn rotate_secret(
         }
     };
     if scheme == SignatureScheme::StandardWebhooks {
-        crate::dispatch::sign::standard_webhooks_key(secret.expose())
-            .map_err(|e| ApiError::invalid("secretKey", e))?;
+        standard_webhooks_key(secret.expose())
+            .map_err(|e| ApiError::invalid("secretKey", e.to_string()))?;
     }
     let now = state.clock.now_ms();
     let next = current.with_rotated_secret(secret, i64::from(grace) * 1000, &caller.name, now);

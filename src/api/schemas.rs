@@ -10,8 +10,9 @@ use utoipa::openapi::schema::{Object, SchemaType};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Schema, Type};
 use utoipa::{Modify, PartialSchema, ToSchema};
 
+use crate::domain::event::EventType;
 use crate::domain::event::MAX_EVENT_BYTES;
-use crate::domain::webhook::{EventType, WebhookSpec};
+use crate::domain::webhook::WebhookSpec;
 
 /// Declares a schema that is written as JSON Schema (OpenAPI 3.1 schemas are JSON Schema
 /// 2020-12) rather than built with utoipa's model, which has no `not` or `const` and

@@ -11,8 +11,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
-use crate::dispatch::metrics::Metrics;
 use crate::domain::event::NewEvent;
+use crate::metrics::Metrics;
 use crate::store::{Appended, Store, StoreError};
 
 /// Most events written in one transaction.

@@ -5,7 +5,8 @@ use std::collections::{HashMap, HashSet};
 
 use uuid::Uuid;
 
-use crate::domain::webhook::{EventFilter, EventType};
+use crate::domain::event::EventType;
+use crate::domain::filter::EventFilter;
 
 /// Sets, not lists: with thousands of webhooks watching the same key, adding or removing
 /// one (every create or change) must not walk all the others.

@@ -9,12 +9,10 @@
 pub mod format;
 pub mod identity;
 pub mod index;
-pub mod metrics;
 pub mod recorder;
 pub mod router;
 pub mod sandbox;
 pub mod sender;
-pub mod sign;
 pub mod worker;
 
 use std::collections::{HashMap, HashSet};
@@ -28,22 +26,23 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::clock::{Clock, Millis, SystemClock};
+use crate::domain::address::AddressPolicy;
 use crate::domain::delivery::{AttemptResult, ErrorKind};
 use crate::domain::event::NewEvent;
 use crate::domain::webhook::Webhook;
+use crate::metrics::Metrics;
 use crate::store::{Appended, PRUNE_STEP, Pruned, RetentionCuts, Store};
 use identity::Identity;
-use metrics::Metrics;
 use recorder::Recorder;
 use router::{LogEvent, Router};
-use sender::{AddressPolicy, Sender, Sent};
+use sender::{Sender, Sent};
 
 /// What the dispatcher needs to know from the configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub retry_schedule: Vec<Duration>,
     pub retention: Duration,
-    pub allow_private: Vec<crate::config::Cidr>,
+    pub allow_private: Vec<crate::domain::address::Cidr>,
     /// A lease is lost when its instance has not beaten for this long.
     pub lease_ttl: Duration,
     /// How often the log is polled when no wake-up came.

@@ -16,10 +16,10 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::index::FilterIndex;
-use super::metrics::Lag;
 use crate::domain::event::EventFacts;
+use crate::domain::filter::EventFilter;
 use crate::domain::filter::webhook_matches;
-use crate::domain::webhook::EventFilter;
+use crate::metrics::Lag;
 
 /// How many events an inbox holds before the worker has to read the log instead…
 pub const INBOX_CAPACITY: usize = 1024;

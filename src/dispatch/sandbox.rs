@@ -513,7 +513,7 @@ mod imp {
             request.events.iter().copied(),
         ) {
             Ok(context) => context,
-            Err(message) => return write_result(channel, FAILED, &message),
+            Err(error) => return write_result(channel, FAILED, &error.to_string()),
         };
         let root = template::json_context(Arc::new(context));
         let env = template::environment();
@@ -524,7 +524,7 @@ mod imp {
                 .and_then(|compiled| template::render_bounded(&compiled, root.clone()));
             match rendered {
                 Ok(text) => write_result(channel, RENDERED, &text)?,
-                Err(message) => return write_result(channel, FAILED, &message),
+                Err(error) => return write_result(channel, FAILED, &error.to_string()),
             }
         }
         Ok(())
@@ -694,7 +694,7 @@ mod imp {
             input.webhook_type,
             input.events.iter().copied(),
         )
-        .map_err(|message| fail(0, message))?;
+        .map_err(|error| fail(0, error.to_string()))?;
         let sources: Vec<String> = sources.iter().map(|s| (*s).to_owned()).collect();
         tokio::task::spawn_blocking(move || {
             let env = template::environment();
@@ -703,10 +703,10 @@ mod imp {
             for (index, source) in sources.iter().enumerate() {
                 let compiled = env
                     .template_from_str(source)
-                    .map_err(|e| fail(index, template::describe(e)))?;
+                    .map_err(|e| fail(index, template::describe(e).to_string()))?;
                 out.push(
                     template::render_bounded(&compiled, root.clone())
-                        .map_err(|message| fail(index, message))?,
+                        .map_err(|error| fail(index, error.to_string()))?,
                 );
             }
             Ok(out)

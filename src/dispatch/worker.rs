@@ -19,12 +19,13 @@ use super::Context;
 use super::format;
 use super::router::LogEvent;
 use super::sender::{OutboundRequest, Sent, header_map};
-use super::sign;
 use crate::domain::delivery::{
     AttemptRecord, AttemptResult, DispatchState, ErrorKind, PendingBatch, after_attempt,
 };
+use crate::domain::filter::EventFilter;
 use crate::domain::filter::webhook_matches;
-use crate::domain::webhook::{EventFilter, HttpMethod, Webhook, WebhookStatus};
+use crate::domain::signature as sign;
+use crate::domain::webhook::{HttpMethod, Webhook, WebhookStatus};
 use crate::store::DispatchWrite;
 
 /// Log rows read per catch-up query. Every webhook that is behind holds a page of its own:

@@ -104,6 +104,27 @@ impl AttemptResult {
     }
 }
 
+/// The delays before each retry of a failed delivery: at most [`RetrySchedule::MAX`].
+/// After the last one a webhook stops with status `retryLimitReached`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrySchedule(pub Vec<Duration>);
+
+/// A retry schedule longer than [`RetrySchedule::MAX`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("at most {} retries", RetrySchedule::MAX)]
+pub struct TooManyRetries;
+
+impl RetrySchedule {
+    pub const MAX: usize = 20;
+
+    pub fn new(delays: Vec<Duration>) -> Result<Self, TooManyRetries> {
+        if delays.len() > Self::MAX {
+            return Err(TooManyRetries);
+        }
+        Ok(Self(delays))
+    }
+}
+
 /// The state after an attempt of `batch` ended with `result` at `now`.
 pub fn after_attempt(
     state: &DispatchState,

@@ -5,9 +5,41 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::text::Text;
-use super::webhook::{EntityTypeName, EventType};
+use super::text::{Text, check_text};
+use super::{checked_string, str_enum};
 use crate::clock::Millis;
+
+str_enum! {
+    /// The lifecycle events a filter can select. `entityRestored` extends the seed's enum,
+    /// since the SPEC lists it among the events.
+    pub enum EventType {
+        EntityCreated => "entityCreated", EntityUpdated => "entityUpdated",
+        EntitySoftDeleted => "entitySoftDeleted", EntityDeleted => "entityDeleted",
+        EntityRestored => "entityRestored",
+    }
+}
+
+checked_string!(
+    /// An entity type (`table`, `testCase`, …); `*`, in a filter, stands for all of them.
+    EntityTypeName,
+    |v| {
+        if v == "*" {
+            return Ok(());
+        }
+        check_text(v, 1, 64, false)?;
+        if !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("'{v}' is not an entity type (letters, digits and '_', or '*')"));
+        }
+        Ok(())
+    }
+);
+
+impl EntityTypeName {
+    /// `*`: every entity type.
+    pub fn all() -> Self {
+        Self("*".into())
+    }
+}
 
 /// The largest accepted event, serialized.
 pub const MAX_EVENT_BYTES: usize = 256 * 1024;
@@ -77,7 +109,7 @@ struct FieldName(#[allow(dead_code)] String);
 impl TryFrom<String> for FieldName {
     type Error = String;
     fn try_from(value: String) -> Result<Self, String> {
-        super::text::check_text(&value, 1, 512, false)?;
+        check_text(&value, 1, 512, false)?;
         Ok(Self(value))
     }
 }

@@ -1,11 +1,102 @@
-//! Event filters (SPEC §5) as pure functions.
+//! Event filters (SPEC §5): their grammar, parsed when a webhook is written, and their
+//! matching, as pure functions.
 //!
 //! A webhook receives an event when ANY of its filters matches. A filter matches when its
 //! eventType is the event's, the entity type is in `entities` (or `entities` holds `*`),
 //! `include` is empty or one of its items matches, and no `exclude` item matches.
 
-use super::event::EventFacts;
-use super::webhook::{EventFilter, FilterItem, Qualifier};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::event::{EntityTypeName, EventFacts, EventType};
+use super::text::check_text;
+use super::{bounded_list, str_enum, string_schema};
+
+/// An `include`/`exclude` item of a filter (SPEC §5): a changed-field name such as
+/// `columns.description`, or a `key:value` qualifier.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum FilterItem {
+    Field(String),
+    Qualifier(Qualifier, String),
+}
+
+str_enum! {
+    /// The keys a `key:value` filter item may use.
+    pub enum Qualifier {
+        Domain => "domain", Owner => "owner", Tag => "tag", Fqn => "fqn",
+        UpdatedBy => "updatedBy", EntityId => "entityId",
+    }
+}
+
+impl TryFrom<String> for FilterItem {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        check_text(&value, 1, 512, false)?;
+        match value.split_once(':') {
+            Some((key, rest)) => {
+                let key: Qualifier = key
+                    .parse()
+                    .map_err(|e| format!("'{value}': qualifier {e}"))?;
+                if rest.is_empty() {
+                    return Err(format!("'{value}': the value after ':' is empty"));
+                }
+                if key == Qualifier::EntityId && Uuid::parse_str(rest).is_err() {
+                    return Err(format!("'{value}': entityId must be a UUID"));
+                }
+                Ok(Self::Qualifier(key, rest.to_owned()))
+            }
+            None => {
+                if value.chars().any(char::is_whitespace) {
+                    return Err(format!("'{value}': a field name has no spaces"));
+                }
+                Ok(Self::Field(value))
+            }
+        }
+    }
+}
+
+impl From<FilterItem> for String {
+    fn from(item: FilterItem) -> String {
+        match item {
+            FilterItem::Field(f) => f,
+            FilterItem::Qualifier(k, v) => format!("{}:{v}", k.as_str()),
+        }
+    }
+}
+
+string_schema!(FilterItem, None);
+
+bounded_list!(
+    /// The entity types a filter selects; never empty (absent means `["*"]`).
+    EntityTypes of EntityTypeName as "Vec<EntityTypeName>", max 100, min 1
+);
+bounded_list!(
+    /// `include` or `exclude` items of a filter.
+    FilterItems of FilterItem as "Vec<FilterItem>", max 100, min 0
+);
+bounded_list!(
+    /// A webhook's filters; an event is delivered when any of them matches.
+    EventFilters of EventFilter as "Vec<EventFilter>", max 50, min 0
+);
+
+/// One event filter (SPEC §5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EventFilter {
+    pub event_type: EventType,
+    #[serde(default = "all_entities")]
+    pub entities: EntityTypes,
+    #[serde(default)]
+    pub include: FilterItems,
+    #[serde(default)]
+    pub exclude: FilterItems,
+}
+
+fn all_entities() -> EntityTypes {
+    EntityTypes(vec![EntityTypeName::all()])
+}
 
 pub fn webhook_matches(filters: &[EventFilter], facts: &EventFacts) -> bool {
     filters.iter().any(|f| filter_matches(f, facts))
@@ -102,7 +193,6 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::webhook::EventType;
     use serde_json::json;
 
     fn facts() -> EventFacts {
@@ -247,5 +337,19 @@ mod tests {
         assert!(webhook_matches(&filters, &f));
         assert!(!webhook_matches(&filters[..1], &f));
         assert!(!webhook_matches(&[], &f));
+    }
+
+    #[test]
+    fn filter_items_round_trip() {
+        for item in [
+            "tags",
+            "columns.description",
+            "domain:Sales",
+            "fqn:svc.*.orders",
+            "tag:PII.Sensitive",
+        ] {
+            let parsed = FilterItem::try_from(item.to_owned()).unwrap();
+            assert_eq!(String::from(parsed), item);
+        }
     }
 }

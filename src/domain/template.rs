@@ -19,6 +19,65 @@ pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
 /// Work a render may do before it is stopped (a loop that never ends fails instead).
 const FUEL: u64 = 1_000_000;
 
+/// Why a template is refused or did not render. Its text is what users see (in the API's
+/// error, or as a delivery's reason); it names the template's line when known.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("a template may be at most {MAX_TEMPLATE_BYTES} bytes")]
+    TooLarge,
+    /// minijinja refused the template (a syntax error) or stopped its render (out of fuel,
+    /// a division by zero, …).
+    #[error("{}{reason}", Line(*.line))]
+    Minijinja { line: Option<usize>, reason: String },
+    /// A filter, test or function the environment does not have.
+    #[error("{}unknown {kind} '{name}'", Line(*.line))]
+    UnknownName {
+        line: Option<usize>,
+        kind: NameKind,
+        name: String,
+    },
+    #[error("the rendered output is over {MAX_OUTPUT_BYTES} bytes")]
+    OutputTooLarge,
+    #[error("the template rendered text that is not UTF-8")]
+    NotUtf8,
+    /// A stored event of the batch is not JSON.
+    #[error("event {index} of the batch: {source}")]
+    Event {
+        index: usize,
+        source: serde_json::Error,
+    },
+}
+
+/// What kind of name a template calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameKind {
+    Filter,
+    Test,
+    Function,
+}
+
+impl std::fmt::Display for NameKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NameKind::Filter => "filter",
+            NameKind::Test => "test",
+            NameKind::Function => "function",
+        })
+    }
+}
+
+/// `line N: ` before a reason, when the line is known.
+struct Line(Option<usize>);
+
+impl std::fmt::Display for Line {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(line) => write!(f, "line {line}: "),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The environment every template compiles and renders in.
 pub fn environment() -> Environment<'static> {
     let mut env = Environment::new();
@@ -31,11 +90,9 @@ pub fn environment() -> Environment<'static> {
 
 /// Checks that a template is at most [`MAX_TEMPLATE_BYTES`] and parses; the error names
 /// the line. What every stored template satisfies.
-pub fn check(source: &str) -> Result<(), String> {
+pub fn check(source: &str) -> Result<(), TemplateError> {
     if source.len() > MAX_TEMPLATE_BYTES {
-        return Err(format!(
-            "a template may be at most {MAX_TEMPLATE_BYTES} bytes"
-        ));
+        return Err(TemplateError::TooLarge);
     }
     let env = environment();
     env.template_from_str(source).map(|_| ()).map_err(describe)
@@ -45,7 +102,7 @@ pub fn check(source: &str) -> Result<(), String> {
 /// exist (minijinja finds an unknown one only when rendering reaches it, so it would fail
 /// the first delivery instead). Applied when a template is written: a template stored
 /// before this check still loads, and fails when rendered.
-pub fn check_written(source: &str) -> Result<(), String> {
+pub fn check_written(source: &str) -> Result<(), TemplateError> {
     check(source)?;
     let env = environment();
     let template = env.template_from_str(source).map_err(describe)?;
@@ -54,7 +111,7 @@ pub fn check_written(source: &str) -> Result<(), String> {
 
 /// Every filter, test and function call of the compiled template, looked up where the
 /// renderer would look it up.
-fn check_names(env: &Environment<'_>, template: &Template<'_, '_>) -> Result<(), String> {
+fn check_names(env: &Environment<'_>, template: &Template<'_, '_>) -> Result<(), TemplateError> {
     let compiled = machinery::get_compiled_template(template);
     let all = || std::iter::once(&compiled.instructions).chain(compiled.blocks.values());
     // A function may be a global (`range`, `namespace`…), `loop` in a recursive loop, or a
@@ -76,22 +133,23 @@ fn check_names(env: &Environment<'_>, template: &Template<'_, '_>) -> Result<(),
                     &format!("{{{{ none | {name} }}}}"),
                     ErrorKind::UnknownFilter,
                 )
-                .then(|| format!("unknown filter '{name}'")),
+                .then_some((NameKind::Filter, name)),
                 Instruction::PerformTest(name, ..) => probe_fails(
                     env,
                     &format!("{{{{ none is {name} }}}}"),
                     ErrorKind::UnknownTest,
                 )
-                .then(|| format!("unknown test '{name}'")),
+                .then_some((NameKind::Test, name)),
                 Instruction::CallFunction(name, _) if !callable.contains(*name) => {
-                    Some(format!("unknown function '{name}'"))
+                    Some((NameKind::Function, name))
                 }
                 _ => None,
             };
-            if let Some(reason) = unknown {
-                return Err(match instructions.get_line(idx) {
-                    Some(line) => format!("line {line}: {reason}"),
-                    None => reason,
+            if let Some((kind, name)) = unknown {
+                return Err(TemplateError::UnknownName {
+                    line: instructions.get_line(idx),
+                    kind,
+                    name: (*name).to_owned(),
                 });
             }
         }
@@ -115,14 +173,14 @@ fn probe_fails(env: &Environment<'_>, probe: &str, kind: ErrorKind) -> bool {
 
 /// Renders a compiled template with `context`, stopping as soon as the output passes
 /// [`MAX_OUTPUT_BYTES`] (the output is written piece by piece, never held past the bound).
-pub fn render_bounded(template: &Template<'_, '_>, context: Value) -> Result<String, String> {
+pub fn render_bounded(
+    template: &Template<'_, '_>,
+    context: Value,
+) -> Result<String, TemplateError> {
     let mut out = BoundedOutput::default();
     match template.render_captured_to(context, &mut out) {
-        Ok(_) => Ok(String::from_utf8(out.bytes)
-            .map_err(|_| "the template rendered text that is not UTF-8".to_owned())?),
-        Err(_) if out.overflowed => Err(format!(
-            "the rendered output is over {MAX_OUTPUT_BYTES} bytes"
-        )),
+        Ok(_) => String::from_utf8(out.bytes).map_err(|_| TemplateError::NotUtf8),
+        Err(_) if out.overflowed => Err(TemplateError::OutputTooLarge),
         Err(err) => Err(describe(err)),
     }
 }
@@ -156,19 +214,19 @@ pub fn context<'a>(
     webhook_name: &str,
     webhook_type: &str,
     events: impl IntoIterator<Item = &'a str>,
-) -> Result<serde_json::Value, String> {
+) -> Result<serde_json::Value, TemplateError> {
     let values = events
         .into_iter()
         .enumerate()
-        .map(|(i, body)| {
+        .map(|(index, body)| {
             let mut value: serde_json::Value = serde_json::from_str(body)
-                .map_err(|err| format!("event {i} of the batch: {err}"))?;
+                .map_err(|source| TemplateError::Event { index, source })?;
             if let Some(object) = value.as_object_mut() {
                 object.insert("webhookName".into(), webhook_name.into());
             }
             Ok(value)
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Vec<_>, TemplateError>>()?;
     Ok(serde_json::json!({
         "event": values.first().cloned().unwrap_or(serde_json::Value::Null),
         "events": values,
@@ -286,14 +344,13 @@ pub fn is_template(text: &str) -> bool {
 }
 
 /// A minijinja error as one line, with the template line when known.
-pub fn describe(err: minijinja::Error) -> String {
-    let reason = err
-        .detail()
-        .map(str::to_owned)
-        .unwrap_or_else(|| err.kind().to_string());
-    match err.line() {
-        Some(line) => format!("line {line}: {reason}"),
-        None => reason,
+pub fn describe(err: minijinja::Error) -> TemplateError {
+    TemplateError::Minijinja {
+        line: err.line(),
+        reason: err
+            .detail()
+            .map(str::to_owned)
+            .unwrap_or_else(|| err.kind().to_string()),
     }
 }
 
@@ -304,14 +361,17 @@ mod tests {
 
     fn render(source: &str, context: serde_json::Value) -> Result<String, String> {
         let env = environment();
-        let template = env.template_from_str(source).map_err(describe)?;
-        render_bounded(&template, json_context(Arc::new(context)))
+        let template = env.template_from_str(source).map_err(describe);
+        template
+            .and_then(|template| render_bounded(&template, json_context(Arc::new(context))))
+            .map_err(|e| e.to_string())
     }
 
     #[test]
     fn parse_errors_name_the_line() {
         let err = check("{\n  \"a\": {{ event.eventType }},\n  \"b\": {{ event.entity.name \n}")
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with("line 3") || err.starts_with("line 4"),
             "{err}"
@@ -341,7 +401,7 @@ mod tests {
             ("{{ event() }}", "unknown function 'event'"),
         ] {
             assert!(check(source).is_ok(), "{source} parses");
-            let err = check_written(source).unwrap_err();
+            let err = check_written(source).unwrap_err().to_string();
             assert!(err.contains(expected), "{source}: {err}");
         }
         for known in [

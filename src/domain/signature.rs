@@ -14,7 +14,41 @@ use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::domain::webhook::SignatureScheme;
+use super::str_enum;
+
+str_enum! {
+    /// How requests are signed: `openmetadata` is `X-OpenMetadata-Signature: sha256=<hex>`,
+    /// `openmetadata-base64` is `X-OM-Signature: sha256=<base64>` (what OpenMetadata servers
+    /// send), `standard-webhooks` is the Standard Webhooks scheme (`whsec_` secrets).
+    pub enum SignatureScheme {
+        OpenMetadata => "openmetadata", OpenMetadataBase64 => "openmetadata-base64",
+        StandardWebhooks => "standard-webhooks",
+    }
+}
+
+/// Why a secret is not a Standard Webhooks secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("a standard-webhooks secret starts with 'whsec_' followed by base64")]
+    NoPrefix,
+    #[error("a standard-webhooks secret is 'whsec_' followed by base64")]
+    NotBase64,
+    #[error("a standard-webhooks secret must not be empty")]
+    Empty,
+}
+
+/// Why a signature does not verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("standard-webhooks needs the webhook-id")]
+    MissingId,
+    #[error("standard-webhooks needs the webhook-timestamp")]
+    MissingTimestamp,
+    #[error("the signature does not match this secret and body")]
+    Mismatch,
+}
 
 pub const SIGNATURE_HEADER: &str = "X-OpenMetadata-Signature";
 pub const SIGNATURE_PREVIOUS_HEADER: &str = "X-OpenMetadata-Signature-Previous";
@@ -49,15 +83,11 @@ pub fn openmetadata_base64_signature(secret: &str, body: &[u8]) -> String {
 }
 
 /// The key bytes of a Standard Webhooks secret: `whsec_` then base64.
-pub fn standard_webhooks_key(secret: &str) -> Result<Vec<u8>, String> {
-    let encoded = secret
-        .strip_prefix("whsec_")
-        .ok_or("a standard-webhooks secret starts with 'whsec_' followed by base64")?;
-    let key = STANDARD
-        .decode(encoded)
-        .map_err(|_| "a standard-webhooks secret is 'whsec_' followed by base64".to_owned())?;
+pub fn standard_webhooks_key(secret: &str) -> Result<Vec<u8>, KeyError> {
+    let encoded = secret.strip_prefix("whsec_").ok_or(KeyError::NoPrefix)?;
+    let key = STANDARD.decode(encoded).map_err(|_| KeyError::NotBase64)?;
     if key.is_empty() {
-        return Err("a standard-webhooks secret must not be empty".into());
+        return Err(KeyError::Empty);
     }
     Ok(key)
 }
@@ -135,7 +165,7 @@ pub fn verify(
     id: Option<&str>,
     timestamp: Option<i64>,
     payload: &[u8],
-) -> Result<(), String> {
+) -> Result<(), VerifyError> {
     let matches = |expected: &str, given: &str| {
         use subtle_eq::ct_eq;
         ct_eq(expected.as_bytes(), given.trim().as_bytes())
@@ -149,8 +179,8 @@ pub fn verify(
         }
         SignatureScheme::StandardWebhooks => {
             let key = standard_webhooks_key(secret)?;
-            let id = id.ok_or("standard-webhooks needs the webhook-id")?;
-            let ts = timestamp.ok_or("standard-webhooks needs the webhook-timestamp")?;
+            let id = id.ok_or(VerifyError::MissingId)?;
+            let ts = timestamp.ok_or(VerifyError::MissingTimestamp)?;
             let expected = standard_webhooks_signature(&key, id, ts, payload);
             signature.split_whitespace().any(|s| matches(&expected, s))
         }
@@ -158,7 +188,7 @@ pub fn verify(
     if ok {
         Ok(())
     } else {
-        Err("the signature does not match this secret and body".into())
+        Err(VerifyError::Mismatch)
     }
 }
 

@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::str_enum;
 use super::text::{Text, check_text};
+use super::{checked_string, str_enum};
 
 /// A reference to another entity. OpenMetadata identifies it by `id`; the seed examples
 /// use `type` + `name`, so either `id` or `name` must be present.
@@ -152,30 +152,11 @@ fn default_state() -> TagState {
     TagState::Confirmed
 }
 
-/// A tag's fully qualified name, such as `PII.Sensitive`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-#[serde(try_from = "String", into = "String")]
-pub struct TagFqn(String);
-
-impl TagFqn {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for TagFqn {
-    type Error = String;
-    fn try_from(value: String) -> Result<Self, String> {
-        check_text(&value, 1, 512, false)?;
-        Ok(Self(value))
-    }
-}
-
-impl From<TagFqn> for String {
-    fn from(value: TagFqn) -> String {
-        value.0
-    }
-}
+checked_string!(
+    /// A tag's fully qualified name, such as `PII.Sensitive`.
+    TagFqn,
+    |v| check_text(v, 1, 512, false)
+);
 
 /// At most [`Tags::MAX`] tags, each tagFQN once.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]

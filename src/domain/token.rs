@@ -1,13 +1,11 @@
 //! API tokens: bearer secrets with a role, stored only as a SHA-256 hash.
 
 use base64::Engine;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::str_enum;
 use super::text::check_text;
+use super::{checked_string, str_enum};
 use crate::clock::Millis;
 
 str_enum! {
@@ -37,36 +35,21 @@ impl Role {
     }
 }
 
-/// A token's name: 1–128 characters of letters, digits and `._@-`. It becomes `updatedBy`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(try_from = "String", into = "String")]
-pub struct TokenName(String);
-
-impl TokenName {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for TokenName {
-    type Error = String;
-    fn try_from(value: String) -> Result<Self, String> {
-        check_text(&value, 1, 128, false)?;
-        if !value
+checked_string!(
+    /// A token's name: 1–128 characters of letters, digits and `._@-`. It becomes
+    /// `updatedBy`.
+    TokenName,
+    |v| {
+        check_text(v, 1, 128, false)?;
+        if !v
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c))
         {
             return Err("only letters, digits and '._@-' are allowed".into());
         }
-        Ok(Self(value))
+        Ok(())
     }
-}
-
-impl From<TokenName> for String {
-    fn from(value: TokenName) -> String {
-        value.0
-    }
-}
+);
 
 /// A stored token (never the secret itself).
 #[derive(Debug, Clone, PartialEq)]

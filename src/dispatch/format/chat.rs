@@ -1,12 +1,9 @@
 //! Google Chat: a `cardsV2` message, a section per event, within 32,000 bytes.
 
-use std::sync::Arc;
-
 use serde_json::{Value, json};
 
-use super::summary::{Summary, bytes, escape_markup, headline, tally, truncate};
-use super::{FormatError, Formatter, limits};
-use crate::dispatch::router::LogEvent;
+use super::summary::{Summary, bytes, escape_markup, headline, more_events, truncate};
+use super::{Batch, FormatError, Formatter, limits};
 use crate::domain::webhook::WebhookSpec;
 
 /// Google Chat: a card message (`cardsV2`).
@@ -29,12 +26,8 @@ impl GoogleChat {
 }
 
 impl Formatter for GoogleChat {
-    fn render(
-        &self,
-        webhook: &WebhookSpec,
-        events: &[Arc<LogEvent>],
-    ) -> Result<Vec<u8>, FormatError> {
-        let summaries: Vec<Summary> = events.iter().map(|e| Summary::of(e)).collect();
+    fn render(&self, webhook: &WebhookSpec, events: &Batch) -> Result<Vec<u8>, FormatError> {
+        let summaries = Summary::all(events);
         let text = truncate(&headline(&summaries), limits::CHAT_TEXT);
         let message = |sections: Vec<Value>| {
             json!({"text": text, "cardsV2": [{"cardId": "outhook", "card": {
@@ -56,8 +49,10 @@ impl Formatter for GoogleChat {
         }
         if sections.len() < summaries.len() {
             let rest = &summaries[sections.len()..];
-            sections.push(json!({"widgets": [{"textParagraph": {"text": escape_markup(&truncate(
-                &format!("…and {} more events in this delivery: {}", rest.len(), tally(rest)), 400))}}]}));
+            sections.push(
+                json!({"widgets": [{"textParagraph": {"text": escape_markup(&truncate(
+                &more_events(rest), 400))}}]}),
+            );
         }
         Ok(bytes(&message(sections)))
     }

@@ -3,11 +3,9 @@
 //! without a body template sends the generic body.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use super::FormatError;
 use super::headers::header_value;
-use crate::dispatch::router::LogEvent;
+use super::{Batch, FormatError};
 use crate::dispatch::sandbox;
 use crate::domain::template;
 use crate::domain::webhook::{HttpMethod, WebhookSpec, WebhookType};
@@ -24,7 +22,7 @@ pub(super) struct Rendered<'a> {
 /// Renders a Custom webhook's templates for a batch. A body template must render JSON.
 pub(super) async fn render<'a>(
     spec: &'a WebhookSpec,
-    events: &[Arc<LogEvent>],
+    events: &Batch,
 ) -> Result<Rendered<'a>, FormatError> {
     let config = &spec.webhook_config;
     if spec.webhook_type != WebhookType::Custom {

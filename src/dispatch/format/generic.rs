@@ -1,21 +1,14 @@
 //! Generic: the event JSON of `seeds/002_*` with `webhookName`, one object for batchSize
 //! 1, otherwise always an array. Stored bodies are spliced, not parsed again.
 
-use std::sync::Arc;
-
-use super::{FormatError, Formatter};
-use crate::dispatch::router::LogEvent;
+use super::{Batch, FormatError, Formatter};
 use crate::domain::webhook::WebhookSpec;
 
 /// The event JSON of `seeds/002_*`, each with `webhookName`.
 pub struct Generic;
 
 impl Formatter for Generic {
-    fn render(
-        &self,
-        webhook: &WebhookSpec,
-        events: &[Arc<LogEvent>],
-    ) -> Result<Vec<u8>, FormatError> {
+    fn render(&self, webhook: &WebhookSpec, events: &Batch) -> Result<Vec<u8>, FormatError> {
         let name = serde_json::to_string(webhook.name.as_str()).expect("a string serializes");
         let mut out = Vec::with_capacity(
             events

@@ -29,6 +29,9 @@ pub use teams::Teams;
 use super::router::LogEvent;
 use crate::domain::webhook::{HttpMethod, WebhookSpec, WebhookType};
 
+/// The events of one delivery, in log order.
+pub type Batch = [Arc<LogEvent>];
+
 /// Why a batch cannot be made into a request: a failure retrying cannot fix. Its text is
 /// the delivery's reason in the log and in `failureDetails`.
 #[derive(Debug, thiserror::Error)]
@@ -61,11 +64,7 @@ impl From<FormatError> for String {
 /// Renders the body of one delivery in one of outhook's own formats. An error is a failure
 /// retrying cannot fix.
 pub trait Formatter: Send + Sync {
-    fn render(
-        &self,
-        webhook: &WebhookSpec,
-        events: &[Arc<LogEvent>],
-    ) -> Result<Vec<u8>, FormatError>;
+    fn render(&self, webhook: &WebhookSpec, events: &Batch) -> Result<Vec<u8>, FormatError>;
 }
 
 /// The body for a webhook type; a Custom webhook without a template sends the generic
@@ -93,7 +92,7 @@ pub struct Payload {
 /// The payload of one delivery. A Custom webhook's templates (its body, and headers that
 /// use template syntax) are rendered together in the sandbox; a body template must render
 /// JSON. An error is a failure retrying cannot fix.
-pub async fn payload(spec: &WebhookSpec, events: &[Arc<LogEvent>]) -> Result<Payload, FormatError> {
+pub async fn payload(spec: &WebhookSpec, events: &Batch) -> Result<Payload, FormatError> {
     let rendered = custom::render(spec, events).await?;
     let get = spec.webhook_config.http_method == HttpMethod::Get;
     let (body, query) = match (get, rendered.body) {

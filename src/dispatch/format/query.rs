@@ -1,11 +1,8 @@
 //! GET: one event flattened into query parameters (`seeds/004_*`), bounded in length.
 
-use std::sync::Arc;
-
 use serde_json::Value;
 
-use super::FormatError;
-use crate::dispatch::router::LogEvent;
+use super::{Batch, FormatError};
 use crate::domain::webhook::WebhookSpec;
 
 /// The longest query string a GET delivery sends.
@@ -34,10 +31,7 @@ const SHORTEST_VALUE: usize = 64;
 /// little as needed; when even [`SHORTEST_VALUE`] bytes each do not fit, whole parameters
 /// go, largest first. The [`IDENTIFYING_PARAMETERS`] are always sent whole, and
 /// `_truncated=true` marks a shortened query.
-pub fn query_string(
-    webhook: &WebhookSpec,
-    events: &[Arc<LogEvent>],
-) -> Result<String, FormatError> {
+pub fn query_string(webhook: &WebhookSpec, events: &Batch) -> Result<String, FormatError> {
     let [event] = events else {
         return Err(FormatError::GetTakesOneEvent(events.len()));
     };
@@ -168,10 +162,7 @@ fn flatten(prefix: &str, value: &Value, out: &mut Vec<(String, String)>) {
 
 /// The event objects of a batch, as GET sees them (templates see the same, built by
 /// [`crate::domain::template::context`]).
-fn event_values(
-    webhook: &WebhookSpec,
-    events: &[Arc<LogEvent>],
-) -> Result<Vec<Value>, FormatError> {
+fn event_values(webhook: &WebhookSpec, events: &Batch) -> Result<Vec<Value>, FormatError> {
     events
         .iter()
         .map(|e| {

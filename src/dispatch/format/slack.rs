@@ -1,13 +1,10 @@
 //! Slack: a Block Kit message, a section per event, within Slack's limits (50 blocks,
 //! 3000 characters per text, 10 fields per section, 150 per header).
 
-use std::sync::Arc;
-
 use serde_json::{Value, json};
 
-use super::summary::{Summary, bytes, escape_markup, headline, tally, truncate};
-use super::{FormatError, Formatter, limits};
-use crate::dispatch::router::LogEvent;
+use super::summary::{Summary, bytes, escape_markup, headline, more_events, truncate};
+use super::{Batch, FormatError, Formatter, limits};
 use crate::domain::webhook::WebhookSpec;
 
 /// Slack: Block Kit.
@@ -38,12 +35,8 @@ impl Slack {
 }
 
 impl Formatter for Slack {
-    fn render(
-        &self,
-        webhook: &WebhookSpec,
-        events: &[Arc<LogEvent>],
-    ) -> Result<Vec<u8>, FormatError> {
-        let summaries: Vec<Summary> = events.iter().map(|e| Summary::of(e)).collect();
+    fn render(&self, webhook: &WebhookSpec, events: &Batch) -> Result<Vec<u8>, FormatError> {
+        let summaries = Summary::all(events);
         let mut blocks: Vec<Value> = Vec::new();
         let mut shown = 0;
         for s in &summaries {
@@ -62,9 +55,11 @@ impl Formatter for Slack {
         }
         if shown < summaries.len() {
             let rest = &summaries[shown..];
-            blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(
-                &escape_markup(&format!("…and {} more events in this delivery: {}", rest.len(), tally(rest))),
-                limits::SLACK_TEXT)}}));
+            blocks.push(
+                json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(
+                &escape_markup(&more_events(rest)),
+                limits::SLACK_TEXT)}}),
+            );
         }
         if blocks.last().is_some_and(|b| b["type"] == "divider") {
             blocks.pop();

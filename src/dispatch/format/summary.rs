@@ -1,5 +1,7 @@
 //! One event read for people, and the text helpers the chat formats share.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use crate::dispatch::router::LogEvent;
@@ -22,7 +24,11 @@ const VALUE_CHARS: usize = 120;
 const MAX_CHANGES: usize = 15;
 
 impl Summary {
-    pub fn of(event: &LogEvent) -> Self {
+    pub fn all(events: &[Arc<LogEvent>]) -> Vec<Self> {
+        events.iter().map(|e| Self::of(e)).collect()
+    }
+
+    fn of(event: &LogEvent) -> Self {
         let v: Value = serde_json::from_str(&event.body).unwrap_or(Value::Null);
         let s = |p: &str| {
             v.pointer(p)
@@ -188,7 +194,16 @@ fn utc(ms: i64) -> String {
 }
 
 /// What a batch is about, for notification text and summaries: `3 × entityCreated table`.
-pub(super) fn tally(summaries: &[Summary]) -> String {
+/// The line that ends a message too large for all of a batch.
+pub(super) fn more_events(rest: &[Summary]) -> String {
+    format!(
+        "…and {} more events in this delivery: {}",
+        rest.len(),
+        tally(rest)
+    )
+}
+
+fn tally(summaries: &[Summary]) -> String {
     let mut counts: Vec<(String, usize)> = Vec::new();
     for s in summaries {
         let key = format!("{} {}", s.event_type, s.entity_type);

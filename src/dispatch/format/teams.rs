@@ -1,12 +1,9 @@
 //! Microsoft Teams: a `message` with an Adaptive Card (a FactSet per event) within 28 KB.
 
-use std::sync::Arc;
-
 use serde_json::{Value, json};
 
-use super::summary::{Summary, bytes, tally, truncate};
-use super::{FormatError, Formatter, limits};
-use crate::dispatch::router::LogEvent;
+use super::summary::{Summary, bytes, more_events, truncate};
+use super::{Batch, FormatError, Formatter, limits};
 use crate::domain::webhook::WebhookSpec;
 
 /// Microsoft Teams: an Adaptive Card in a `message` (Teams Workflows webhooks take it).
@@ -47,12 +44,8 @@ impl Teams {
 }
 
 impl Formatter for Teams {
-    fn render(
-        &self,
-        _webhook: &WebhookSpec,
-        events: &[Arc<LogEvent>],
-    ) -> Result<Vec<u8>, FormatError> {
-        let summaries: Vec<Summary> = events.iter().map(|e| Summary::of(e)).collect();
+    fn render(&self, _webhook: &WebhookSpec, events: &Batch) -> Result<Vec<u8>, FormatError> {
+        let summaries = Summary::all(events);
         // Room kept for the closing summary line.
         let budget = limits::TEAMS_BYTES - 600;
         let mut body: Vec<Value> = Vec::new();
@@ -70,8 +63,10 @@ impl Formatter for Teams {
         }
         if shown < summaries.len() {
             let rest = &summaries[shown..];
-            body.push(json!({"type": "TextBlock", "wrap": true, "isSubtle": true, "separator": true,
-                "text": truncate(&format!("…and {} more events in this delivery: {}", rest.len(), tally(rest)), 400)}));
+            body.push(
+                json!({"type": "TextBlock", "wrap": true, "isSubtle": true, "separator": true,
+                "text": truncate(&more_events(rest), 400)}),
+            );
         }
         Ok(bytes(&Self::message(body)))
     }

@@ -802,6 +802,8 @@ async fn run(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // The HTTP client shares outhook's build of reqwest, which brings no TLS provider.
+    outhook::app::install_crypto_provider();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     eprintln!("building outhook (release)…");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))

@@ -30,7 +30,7 @@ pub struct Metrics {
 /// The `outcome` label's values, in the order `Metrics::deliveries` counts them.
 const OUTCOMES: [Outcome; 3] = [Outcome::Success, Outcome::Failure, Outcome::Fatal];
 
-/// A latency histogram over [`BUCKETS`], cumulative like Prometheus's: an observation counts
+/// A latency histogram over `BUCKETS`, cumulative like Prometheus's: an observation counts
 /// in every bucket whose bound it does not pass. Lock-free, so observing costs a few atomic
 /// additions on the delivery path.
 #[derive(Debug, Default)]

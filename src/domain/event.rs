@@ -20,7 +20,7 @@ str_enum! {
 }
 
 checked_string!(
-    /// An entity type (`table`, `testCase`, …); `*`, in a filter, stands for all of them.
+    /// An entity type named in a filter (`table`, `testCase`, …) or `*` for all of them.
     EntityTypeName,
     |v| {
         if v == "*" {

@@ -36,8 +36,7 @@ impl Role {
 }
 
 checked_string!(
-    /// A token's name: 1–128 characters of letters, digits and `._@-`. It becomes
-    /// `updatedBy`.
+    /// A token's name: 1–128 characters of letters, digits and `._@-`. It becomes `updatedBy`.
     TokenName,
     |v| {
         check_text(v, 1, 128, false)?;

@@ -1,6 +1,6 @@
 //! Turning a batch of events into a request, per destination, one formatter a file:
-//! [`generic`] (the event JSON), [`slack`], [`teams`], [`chat`] (Google Chat), [`custom`]
-//! (the webhook's own template), and [`query`] for GET.
+//! `generic` (the event JSON), `slack`, `teams`, `chat` (Google Chat), `custom` (the
+//! webhook's own template), and `query` for GET.
 //!
 //! A batch too large for a chat message is summarised at its end, never cut off or refused.
 //! Formatting is pure: the same events give the same bytes (tests keep golden files).

@@ -28,7 +28,7 @@ const SHORTEST_VALUE: usize = 64;
 /// One event as query parameters: nested keys joined with `_` as in `seeds/004_*`
 /// (`entity_owner_name=alice`, `entity_tags_0_tagFQN=PII.Sensitive`). Past
 /// [`MAX_QUERY_BYTES`], the largest values are shortened first, all to one length, as
-/// little as needed; when even [`SHORTEST_VALUE`] bytes each do not fit, whole parameters
+/// little as needed; when even `SHORTEST_VALUE` bytes each do not fit, whole parameters
 /// go, largest first. The [`IDENTIFYING_PARAMETERS`] are always sent whole, and
 /// `_truncated=true` marks a shortened query.
 pub fn query_string(webhook: &WebhookSpec, events: &Batch) -> Result<String, FormatError> {

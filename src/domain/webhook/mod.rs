@@ -2,19 +2,19 @@
 //! types, and its lifecycle: created, updated (a new version with a change record),
 //! soft-deleted and restored, its secret rotated.
 //!
-//! - [`spec`]: what users write ([`WebhookSpec`]) and the rules across its fields;
-//! - [`config`]: where and how deliveries go ([`WebhookConfig`]: endpoint, secret,
-//!   timeout, method, template) and [`headers`], the custom request headers;
-//! - [`types`]: the webhook's string enums;
-//! - [`view`]: the resource as the API shows it, secrets masked.
+//! - `spec`: what users write ([`WebhookSpec`]) and the rules across its fields;
+//! - `config`: where and how deliveries go ([`WebhookConfig`]: endpoint, secret, timeout,
+//!   method, template) and `headers`, the custom request headers ([`Headers`]);
+//! - `types`: the webhook's string enums;
+//! - `view`: the resource as the API shows it ([`WebhookView`]), secrets masked.
 //!
 //! The filters a webhook selects events with are [`crate::domain::filter`].
 
-pub mod config;
-pub mod headers;
-pub mod spec;
-pub mod types;
-pub mod view;
+mod config;
+mod headers;
+mod spec;
+mod types;
+mod view;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -25,7 +25,8 @@ checked_string!(
     }
 );
 
-/// Everything about a webhook that its users write. Server-owned fields live on [`Webhook`].
+/// Everything about a webhook that its users write. Server-owned fields live on
+/// [`Webhook`](super::Webhook).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WebhookSpec {

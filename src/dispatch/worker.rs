@@ -109,7 +109,7 @@ impl Worker {
         let Some(state) = ctx.store.dispatch_state(id).await? else {
             return Ok(None);
         };
-        let read_pos = start_position(&state);
+        let read_pos = state.read_from();
         let filters = Arc::new(webhook.spec.event_filters.0.clone());
         let name = webhook.spec.name.to_string();
         ctx.router.register(
@@ -269,7 +269,7 @@ impl Worker {
             self.batch_events = None;
         }
         // Never step back behind what was already considered (the stored cursor may lag).
-        self.read_pos = self.read_pos.max(start_position(&state));
+        self.read_pos = self.read_pos.max(state.read_from());
         self.adopt(webhook);
         self.state = state;
         Ok(true)
@@ -576,13 +576,6 @@ fn delivery_id(webhook: Uuid, seqs: &[i64]) -> Uuid {
         .try_into()
         .expect("a SHA-256 digest is 32 bytes");
     uuid::Builder::from_custom_bytes(bytes).into_uuid()
-}
-
-/// Where a worker starts reading: after its cursor, and after a pending batch.
-fn start_position(state: &DispatchState) -> i64 {
-    state
-        .cursor
-        .max(state.batch.as_ref().map_or(0, PendingBatch::last_seq))
 }
 
 /// The request of one attempt: formatted for the destination, with the webhook's headers

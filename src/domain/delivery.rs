@@ -45,6 +45,20 @@ pub struct DispatchState {
     pub last_success_at: Option<Millis>,
 }
 
+impl DispatchState {
+    /// The log position delivery reads on from: after the cursor, and after the pending
+    /// batch (whose events are already taken).
+    pub fn read_from(&self) -> i64 {
+        self.cursor
+            .max(self.batch.as_ref().map_or(0, PendingBatch::last_seq))
+    }
+
+    /// Events of the pending batch, not delivered yet.
+    pub fn in_batch(&self) -> u64 {
+        self.batch.as_ref().map_or(0, |b| b.seqs.len() as u64)
+    }
+}
+
 str_enum! {
     /// Why an attempt did not succeed.
     pub enum ErrorKind {

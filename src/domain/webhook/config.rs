@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use super::headers::Headers;
 use super::types::HttpMethod;
-use crate::domain::signature::SignatureScheme;
+use crate::domain::signature::{self, KeyError, SignatureScheme};
 use crate::domain::template::{self, TemplateError};
 use crate::domain::text::check_text;
 use crate::domain::{bounded_int, string_schema};
@@ -78,6 +78,30 @@ impl SecretKey {
     /// The placeholder responses show; sending it back means "keep the current secret".
     pub fn is_mask(&self) -> bool {
         self.0 == MASKED_SECRET
+    }
+
+    /// Refuses a secret `scheme` cannot sign with: Standard Webhooks takes `whsec_` and
+    /// base64; the other schemes take any secret.
+    pub fn check_for(&self, scheme: SignatureScheme) -> Result<(), KeyError> {
+        if scheme == SignatureScheme::StandardWebhooks {
+            signature::standard_webhooks_key(&self.0)?;
+        }
+        Ok(())
+    }
+
+    /// A new random secret for `scheme`: `whsec_` and base64 for Standard Webhooks, else
+    /// 32 random bytes in hex.
+    pub fn generate(scheme: SignatureScheme) -> Self {
+        use base64::Engine;
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).expect("the operating system has no random source");
+        Self(match scheme {
+            SignatureScheme::StandardWebhooks => format!(
+                "whsec_{}",
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            ),
+            _ => hex::encode(bytes),
+        })
     }
 }
 

@@ -8,7 +8,6 @@ use super::types::{HttpMethod, WebhookType};
 use crate::domain::checked_string;
 use crate::domain::filter::EventFilters;
 use crate::domain::reference::{DomainRef, OwnerRef, Tags};
-use crate::domain::signature::{self, SignatureScheme};
 use crate::domain::template;
 use crate::domain::text::{Text, check_text};
 
@@ -87,10 +86,9 @@ impl WebhookSpec {
                 ));
             }
         }
-        if config.signature_scheme == SignatureScheme::StandardWebhooks
-            && let Some(secret) = config.secret_key.as_ref().filter(|s| !s.is_mask())
-        {
-            signature::standard_webhooks_key(secret.expose())
+        if let Some(secret) = config.secret_key.as_ref().filter(|s| !s.is_mask()) {
+            secret
+                .check_for(config.signature_scheme)
                 .map_err(|e| ("webhookConfig.secretKey", e.to_string()))?;
         }
         config
@@ -290,5 +288,22 @@ mod tests {
         let spec = parse(doc).unwrap();
         assert!(spec.webhook_config.secret_key.is_none());
         assert!(spec.tags.is_empty());
+    }
+
+    #[test]
+    fn generated_secrets_suit_their_scheme() {
+        use crate::domain::signature::SignatureScheme;
+        use crate::domain::webhook::SecretKey;
+        for scheme in [
+            SignatureScheme::OpenMetadata,
+            SignatureScheme::OpenMetadataBase64,
+            SignatureScheme::StandardWebhooks,
+        ] {
+            let secret = SecretKey::generate(scheme);
+            assert_eq!(secret.check_for(scheme), Ok(()), "{scheme}");
+            assert_ne!(secret, SecretKey::generate(scheme));
+        }
+        let plain = SecretKey::generate(SignatureScheme::OpenMetadata);
+        assert!(plain.check_for(SignatureScheme::StandardWebhooks).is_err());
     }
 }

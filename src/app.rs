@@ -19,6 +19,7 @@ use crate::domain::token::{
     Role, Token, TokenName, check_configured_token, generate_secret, hash_secret,
 };
 use crate::metrics::Metrics;
+use crate::service::Service;
 use crate::store::{self, Store};
 
 /// The name the configured admin token is stored under.
@@ -98,10 +99,8 @@ pub async fn start(args: &ServeArgs, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         Arc::new(move |events, appended| wake.events_committed(events, appended)),
     );
     let state = Arc::new(AppState {
-        store: store.clone(),
+        service: Service::new(store.clone(), clock.clone(), dispatcher.clone(), ingestor),
         clock,
-        dispatcher: dispatcher.clone(),
-        ingestor,
         limiter: RateLimiter::new(Limits {
             per_second: args.publish_rate,
             burst: args.publish_burst,
@@ -109,7 +108,6 @@ pub async fn start(args: &ServeArgs, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         }),
         metrics,
         max_events_per_request: args.max_events_per_request as usize,
-        tokens: Default::default(),
     });
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();

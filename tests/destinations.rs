@@ -854,6 +854,25 @@ async fn a_test_message_for_an_unsaved_configuration(backend: Backend) {
     )
     .await;
     assert_eq!(status, 422);
+    // The mask stands for nothing in a configuration that is not saved: neither a secret
+    // nor a credential header goes out as the mask.
+    let mut masked = webhook("draft", &rx.url("/masked"), 1, json!([]));
+    masked["webhookConfig"]["headers"] = json!({"Authorization": "********"});
+    let mut masked_secret = webhook("draft", &rx.url("/masked"), 1, json!([]));
+    masked_secret["webhookConfig"]["secretKey"] = json!("********");
+    for (body, field) in [
+        (masked, "webhookConfig.headers"),
+        (masked_secret, "webhookConfig.secretKey"),
+    ] {
+        let (status, err) =
+            call(app.admin(Method::POST, "/api/v1/webhooks/test").json(&body)).await;
+        assert_eq!(
+            (status, err["details"][0]["field"].as_str()),
+            (422, Some(field)),
+            "{err}"
+        );
+    }
+    assert!(rx.requests("/masked").is_empty());
     app.stop().await;
 }
 

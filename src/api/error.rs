@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::service::ServiceError;
 use crate::store::StoreError;
 
 /// The body of every error response.
@@ -126,6 +127,22 @@ impl From<StoreError> for ApiError {
                 Self::Unavailable("the database does not answer right now; retry".into())
             }
             other => Self::Internal(other.into()),
+        }
+    }
+}
+
+/// The one place where the service's refusals become status codes.
+impl From<ServiceError> for ApiError {
+    fn from(err: ServiceError) -> Self {
+        match err {
+            ServiceError::Malformed(message) => Self::BadRequest(message),
+            ServiceError::Invalid { field, message } => Self::invalid(field, message),
+            ServiceError::Forbidden(message) => Self::Forbidden(message),
+            ServiceError::NotFound(message) => Self::NotFound(message),
+            ServiceError::Conflict(message) => Self::Conflict(message),
+            ServiceError::Unavailable(message) => Self::Unavailable(message),
+            ServiceError::Store(err) => err.into(),
+            ServiceError::Internal(err) => Self::Internal(err),
         }
     }
 }

@@ -5,38 +5,23 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Serialize;
 use serde_json::Value;
-use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
-use uuid::Uuid;
 
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody, FieldError};
 use super::extract::JsonBody;
 use super::schemas::PublishBody;
-use crate::bus::IngestError;
 use crate::domain::event::NewEvent;
 use crate::domain::token::Permission;
+use crate::service::Published;
 
 /// The largest publish request body.
 pub const MAX_PUBLISH_BYTES: usize = 16 * 1024 * 1024;
 
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new().routes(routes!(publish_events))
-}
-
-/// The answer to a publish: sent once the events are committed.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Published {
-    /// The eventId of every event, in the order sent (generated where none was given).
-    pub event_ids: Vec<Uuid>,
-    /// How many were new and are now in the log.
-    pub stored: usize,
-    /// How many were already in the log (same eventId): acknowledged, not stored again.
-    pub duplicates: usize,
 }
 
 /// Publish one ChangeEvent, or an array of them. All or nothing: if any event is invalid,
@@ -109,25 +94,6 @@ async fn publish_events(
     if !errors.is_empty() {
         return Err(ApiError::Invalid(errors));
     }
-    let event_ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
-    let positions = state
-        .ingestor
-        .publish(events)
-        .await
-        .map_err(|err| match err {
-            IngestError::Store(err) if err.is_unavailable() || err.is_transient() => {
-                ApiError::Unavailable("the event log cannot be written right now; retry".into())
-            }
-            IngestError::Store(err) => ApiError::Internal(anyhow::anyhow!(err)),
-            IngestError::Closed => ApiError::Unavailable("outhook is shutting down; retry".into()),
-        })?;
-    let stored = positions.iter().filter(|p| p.is_some()).count();
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(Published {
-            event_ids,
-            stored,
-            duplicates: positions.len() - stored,
-        }),
-    ))
+    let published = state.service.publish(events).await?;
+    Ok((StatusCode::ACCEPTED, Json(published)))
 }

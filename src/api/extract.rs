@@ -3,10 +3,9 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts};
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::error::{ApiError, FieldError};
+use super::error::ApiError;
 
 /// The largest management request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -113,29 +112,6 @@ async fn read_limited(
     Ok(Bytes::from(kept))
 }
 
-/// Deserializes a JSON value into a checked type; the error names the field's path.
-pub fn parse<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.inner().to_string();
-        ApiError::Invalid(vec![FieldError {
-            index: None,
-            field: field_name(&path, &message),
-            message,
-        }])
-    })
-}
-
-/// The field a deserialization error names; `body` for the document itself.
-fn field_name(path: &str, message: &str) -> String {
-    let field = crate::domain::error_field(path, message);
-    if field.is_empty() {
-        "body".to_owned()
-    } else {
-        field
-    }
-}
-
 /// A UUID from the path; a bad one is a 400 naming `id`.
 pub fn path_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::parse_str(raw)
@@ -177,6 +153,17 @@ impl QueryParams {
         Ok(self)
     }
 
+    /// The page size `limit`: 1–1000, 10 when absent.
+    pub fn limit(&self) -> Result<u32, ApiError> {
+        let limit = self.get::<u32>("limit")?.unwrap_or(10);
+        if !(1..=1000).contains(&limit) {
+            return Err(ApiError::BadRequest(format!(
+                "query parameter 'limit': must be 1–1000 (got {limit})"
+            )));
+        }
+        Ok(limit)
+    }
+
     /// The parameter parsed with `FromStr`; a bad value is a 400 naming it.
     pub fn get<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, ApiError>
     where
@@ -211,23 +198,5 @@ impl<S: Send + Sync> FromRequestParts<S> for BaseUrl {
             _ => "http",
         };
         Ok(Self(format!("{scheme}://{host}")))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::field_name;
-
-    #[test]
-    fn names_missing_and_unknown_fields() {
-        assert_eq!(field_name(".", "missing field `name`"), "name");
-        assert_eq!(
-            field_name("webhookConfig", "unknown field `x`, expected one of"),
-            "webhookConfig.x"
-        );
-        assert_eq!(
-            field_name("batchSize", "must be between 1 and 1000"),
-            "batchSize"
-        );
     }
 }

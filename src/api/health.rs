@@ -43,7 +43,7 @@ async fn healthz() -> Json<Health> {
 async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Health>, ApiError> {
     // A database that accepts connections but does not answer (a network partition) would
     // hold the ping as long as TCP does: a probe wants its answer within a second.
-    match tokio::time::timeout(READY_WITHIN, state.store.ping()).await {
+    match tokio::time::timeout(READY_WITHIN, state.service.ping()).await {
         Ok(Ok(())) => Ok(Json(Health { status: "ready" })),
         Ok(Err(err)) => {
             tracing::warn!(error = %err, "readiness check failed");

@@ -24,20 +24,18 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::clock::Clock;
-use crate::store::Store;
+use crate::service::Service;
 use error::ApiError;
 
 /// What every handler can reach.
 pub struct AppState {
-    pub store: Arc<dyn Store>,
+    /// Every action a handler calls.
+    pub service: Service,
+    /// The time a publish is judged at (rate limits, events without a timestamp).
     pub clock: Arc<dyn Clock>,
-    pub dispatcher: Arc<crate::dispatch::Dispatcher>,
-    pub ingestor: crate::bus::Ingestor,
     pub limiter: crate::bus::ratelimit::RateLimiter,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub max_events_per_request: usize,
-    /// Live tokens recently looked up.
-    pub tokens: auth::TokenCache,
 }
 
 #[derive(OpenApi)]

@@ -13,9 +13,10 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
-use super::extract::{JsonBody, parse};
+use super::extract::{JsonBody, path_id};
 use crate::clock::Millis;
-use crate::domain::token::{Permission, Role, Token, TokenName, generate_secret, hash_secret};
+use crate::domain::token::{Permission, Role, Token, TokenName};
+use crate::service::parse;
 
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
@@ -87,23 +88,12 @@ async fn create_token(
 ) -> Result<(StatusCode, Json<IssuedToken>), ApiError> {
     caller.require(Permission::Manage)?;
     let CreateToken { name, role } = parse(body)?;
-    let secret = generate_secret();
-    let token = Token {
-        id: Uuid::new_v4(),
-        name,
-        role,
-        hash: hash_secret(&secret),
-        created_at: state.clock.now_ms(),
-        created_by: caller.name.clone(),
-        revoked_at: None,
-    };
-    state.store.insert_token(&token).await?;
-    tracing::info!(token.id = %token.id, token.name = %token.name.as_str(), role = %role, by = %caller.name, "token issued");
+    let issued = state.service.issue_token(name, role, &caller).await?;
     Ok((
         StatusCode::CREATED,
         Json(IssuedToken {
-            info: (&token).into(),
-            token: secret,
+            info: (&issued.token).into(),
+            token: issued.secret,
         }),
     ))
 }
@@ -117,7 +107,7 @@ async fn list_tokens(
     caller: Caller,
 ) -> Result<Json<TokenList>, ApiError> {
     caller.require(Permission::Manage)?;
-    let tokens = state.store.list_tokens().await?;
+    let tokens = state.service.tokens().await?;
     Ok(Json(TokenList {
         data: tokens.iter().map(TokenView::from).collect(),
     }))
@@ -137,22 +127,7 @@ async fn revoke_token(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Permission::Manage)?;
-    let id = super::extract::path_id(&id)?;
-    let tokens = state.store.list_tokens().await?;
-    let target = tokens
-        .iter()
-        .find(|t| t.id == id && t.revoked_at.is_none())
-        .ok_or_else(|| ApiError::NotFound(format!("no live token {id}")))?;
-    if target.role == Role::Admin && state.store.count_live_tokens(Role::Admin).await? <= 1 {
-        return Err(ApiError::Conflict(
-            "this is the last admin token; issue another before revoking it".into(),
-        ));
-    }
-    let revoked = state.store.revoke_token(id, state.clock.now_ms()).await?;
-    state.tokens.clear();
-    if !revoked {
-        return Err(ApiError::NotFound(format!("no live token {id}")));
-    }
-    tracing::info!(token.id = %id, by = %caller.name, "token revoked");
+    let id = path_id(&id)?;
+    state.service.revoke_token(id, &caller).await?;
     Ok(StatusCode::NO_CONTENT)
 }

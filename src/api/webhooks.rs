@@ -7,7 +7,6 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -15,14 +14,12 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
-use super::extract::{BaseUrl, JsonBody, JsonPatchBody, QueryParams, parse, path_id};
+use super::extract::{BaseUrl, JsonBody, JsonPatchBody, QueryParams, path_id};
 use super::schemas::{JsonPatch, WebhookInput};
 use crate::domain::str_enum;
 use crate::domain::token::Permission;
-use crate::domain::webhook::{
-    Resume, Webhook, WebhookName, WebhookSpec, WebhookStatus, WebhookType, WebhookView,
-};
-use crate::store::{Cursor, Include, WebhookQuery};
+use crate::domain::webhook::{Webhook, WebhookName, WebhookStatus, WebhookType, WebhookView};
+use crate::service::{Cursor, Include, Saved, WebhookQuery, parse, parse_webhook_spec};
 
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
@@ -89,41 +86,10 @@ impl From<IncludeDeleted> for Include {
     }
 }
 
-/// Reads a create or update body: server-owned fields are dropped (a client may send back
-/// what it read), everything else must be a valid [`WebhookSpec`].
-pub(super) fn parse_spec(mut body: Value) -> Result<WebhookSpec, ApiError> {
-    let Some(object) = body.as_object_mut() else {
-        return Err(ApiError::BadRequest(
-            "the body must be a JSON object".into(),
-        ));
-    };
-    for field in WebhookSpec::SERVER_OWNED {
-        object.remove(*field);
-    }
-    let spec: WebhookSpec = parse(body)?;
-    spec.check()
-        .map_err(|(field, message)| ApiError::invalid(field, message))?;
-    Ok(spec)
-}
-
 fn parse_include(params: &QueryParams) -> Result<Include, ApiError> {
     Ok(params
         .get::<IncludeDeleted>("include")?
         .map_or(Include::NonDeleted, Include::from))
-}
-
-pub(super) fn visible(
-    webhook: Option<Webhook>,
-    include: Include,
-    what: impl std::fmt::Display,
-) -> Result<Webhook, ApiError> {
-    webhook
-        .filter(|w| match include {
-            Include::NonDeleted => !w.deleted,
-            Include::Deleted => w.deleted,
-            Include::All => true,
-        })
-        .ok_or_else(|| ApiError::NotFound(format!("webhook {what} not found")))
 }
 
 fn created(webhook: &Webhook, base: &BaseUrl) -> Response {
@@ -134,13 +100,6 @@ fn created(webhook: &Webhook, base: &BaseUrl) -> Response {
         Json(view),
     )
         .into_response()
-}
-
-/// Refuses the mask (`********`) where it stands for no value: the secret or a credential
-/// header of a new webhook (`current` is `None`), or a credential header `current` lacks.
-fn reject_unresolved_masks(spec: &WebhookSpec, current: Option<&Webhook>) -> Result<(), ApiError> {
-    spec.check_masks(current.map(|c| &c.spec))
-        .map_err(|(field, message)| ApiError::invalid(field, message))
 }
 
 /// Create a webhook.
@@ -159,12 +118,8 @@ async fn create_webhook(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     caller.require(Permission::Manage)?;
-    let spec = parse_spec(body)?;
-    reject_unresolved_masks(&spec, None)?;
-    let webhook = Webhook::create(spec, &caller.name, state.clock.now_ms());
-    state.store.insert_webhook(&webhook).await?;
-    state.dispatcher.webhook_changed(&webhook).await;
-    tracing::info!(webhook.id = %webhook.id, webhook.name = %webhook.spec.name, by = %caller.name, "webhook created");
+    let spec = parse_webhook_spec(body)?;
+    let webhook = state.service.create_webhook(spec, &caller).await?;
     Ok(created(&webhook, &base))
 }
 
@@ -186,34 +141,17 @@ async fn create_or_update_webhook(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     caller.require(Permission::Manage)?;
-    let spec = parse_spec(body)?;
-    let now = state.clock.now_ms();
-    let Some(current) = state.store.webhook_by_name(spec.name.as_str()).await? else {
-        reject_unresolved_masks(&spec, None)?;
-        let webhook = Webhook::create(spec, &caller.name, now);
-        state.store.insert_webhook(&webhook).await?;
-        state.dispatcher.webhook_changed(&webhook).await;
-        return Ok(created(&webhook, &base));
-    };
-    if current.deleted {
-        return Err(ApiError::Conflict(format!(
-            "webhook '{}' is soft-deleted: restore it (PUT /api/v1/webhooks/restore) or delete it with hardDelete=true",
-            current.spec.name
-        )));
-    }
-    reject_unresolved_masks(&spec, Some(&current))?;
-    let webhook = match current.updated(spec, Resume::No, &caller.name, now) {
-        Some(next) => {
-            state
-                .store
-                .update_webhook(&next, current.version, current.resumes_delivery(&next))
-                .await?;
-            state.dispatcher.webhook_changed(&next).await;
-            next
-        }
-        None => current,
-    };
-    Ok(Json(webhook.view(&base.0)).into_response())
+    let spec = parse_webhook_spec(body)?;
+    Ok(
+        match state
+            .service
+            .create_or_update_webhook(spec, &caller)
+            .await?
+        {
+            Saved::Created(webhook) => created(&webhook, &base),
+            Saved::Updated(webhook) => Json(webhook.view(&base.0)).into_response(),
+        },
+    )
 }
 
 /// List webhooks, ordered by name, with cursor paging.
@@ -236,12 +174,7 @@ async fn list_webhooks(
         "webhookType",
         "include",
     ])?;
-    let limit = params.get::<u32>("limit")?.unwrap_or(10);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::BadRequest(format!(
-            "query parameter 'limit': must be 1–1000 (got {limit})"
-        )));
-    }
+    let limit = params.limit()?;
     let decode = |name: &str| -> Result<Option<String>, ApiError> {
         params
             .get::<String>(name)?
@@ -265,7 +198,7 @@ async fn list_webhooks(
         limit,
         cursor,
     };
-    let page = state.store.list_webhooks(&query).await?;
+    let page = state.service.webhooks(&query).await?;
     Ok(Json(WebhookList {
         data: page.items.iter().map(|w| w.view(&base.0)).collect(),
         paging: Paging {
@@ -315,7 +248,7 @@ async fn get_webhook(
     caller.require(Permission::Read)?;
     let include = parse_include(params.only(&["include"])?)?;
     let id = path_id(&id)?;
-    let webhook = visible(state.store.webhook(id).await?, include, id)?;
+    let webhook = state.service.webhook(id, include).await?;
     Ok(Json(webhook.view(&base.0)))
 }
 
@@ -341,11 +274,7 @@ async fn get_webhook_by_name(
     // PostgreSQL refuses in text) is answered here, not sent to the store.
     let name = WebhookName::try_from(name)
         .map_err(|e| ApiError::BadRequest(format!("name: not a webhook name: {e}")))?;
-    let webhook = visible(
-        state.store.webhook_by_name(name.as_str()).await?,
-        include,
-        format!("'{name}'"),
-    )?;
+    let webhook = state.service.webhook_named(&name, include).await?;
     Ok(Json(webhook.view(&base.0)))
 }
 
@@ -371,76 +300,11 @@ async fn patch_webhook(
 ) -> Result<Json<WebhookView>, ApiError> {
     caller.require(Permission::Manage)?;
     let id = path_id(&id)?;
-    let current = visible(state.store.webhook(id).await?, Include::NonDeleted, id)?;
-    let before = serde_json::to_value(current.view(&base.0)).map_err(anyhow::Error::from)?;
-    let mut doc = before.clone();
-    json_patch::patch(&mut doc, &patch.0).map_err(patch_error)?;
-
-    let resume = patched_status(&before, &mut doc)?;
-    for field in WebhookSpec::SERVER_OWNED {
-        if before.get(*field) != doc.get(*field) {
-            return Err(ApiError::invalid(
-                *field,
-                "is set by the server and cannot be patched",
-            ));
-        }
-    }
-    let spec = parse_spec(doc)?;
-    reject_unresolved_masks(&spec, Some(&current))?;
-    let Some(next) = current.updated(spec, resume, &caller.name, state.clock.now_ms()) else {
-        return Ok(Json(current.view(&base.0)));
-    };
-    state
-        .store
-        .update_webhook(&next, current.version, current.resumes_delivery(&next))
+    let webhook = state
+        .service
+        .patch_webhook(id, &patch, &base.0, &caller)
         .await?;
-    state.dispatcher.webhook_changed(&next).await;
-    tracing::info!(webhook.id = %id, version = next.version.as_f64(), by = %caller.name, "webhook patched");
-    Ok(Json(next.view(&base.0)))
-}
-
-/// `status` is the one server-owned field a patch may set: `active` resumes delivery,
-/// `disabled` is `enabled: false`. Rewrites the document so the rest of the checks see
-/// the status unchanged and `enabled` as it must be.
-fn patched_status(before: &Value, doc: &mut Value) -> Result<Resume, ApiError> {
-    if before.get("status") == doc.get("status") {
-        return Ok(Resume::No);
-    }
-    let wanted = doc.get("status").and_then(Value::as_str).unwrap_or("");
-    let enabled = match wanted {
-        "active" => true,
-        "disabled" => false,
-        _ => {
-            return Err(ApiError::invalid(
-                "status",
-                "can only be set to 'active' (resume delivery) or 'disabled'",
-            ));
-        }
-    };
-    if doc.get("enabled") != before.get("enabled")
-        && doc.get("enabled") != Some(&Value::Bool(enabled))
-    {
-        return Err(ApiError::invalid(
-            "enabled",
-            format!("contradicts status '{wanted}'"),
-        ));
-    }
-    doc["enabled"] = Value::Bool(enabled);
-    doc["status"] = before["status"].clone();
-    Ok(if enabled { Resume::Yes } else { Resume::No })
-}
-
-fn patch_error(err: json_patch::PatchError) -> ApiError {
-    match err.kind {
-        json_patch::PatchErrorKind::TestFailed => ApiError::Conflict(format!(
-            "JSON Patch operation {} (test) failed; nothing was changed",
-            err.operation
-        )),
-        _ => ApiError::invalid(
-            format!("patch[{}]", err.operation),
-            format!("cannot be applied at '{}': {}", err.path, err.kind),
-        ),
-    }
+    Ok(Json(webhook.view(&base.0)))
 }
 
 /// Delete a webhook: soft by default (hidden, delivery stops, restorable), or for good.
@@ -464,31 +328,7 @@ async fn delete_webhook(
         .get::<bool>("hardDelete")?
         .unwrap_or(false);
     let id = path_id(&id)?;
-    let include = if hard {
-        Include::All
-    } else {
-        Include::NonDeleted
-    };
-    let current = visible(state.store.webhook(id).await?, include, id)?;
-    let gone = if hard {
-        if !state.store.delete_webhook(id).await? {
-            return Err(ApiError::NotFound(format!("webhook {id} not found")));
-        }
-        state.dispatcher.webhook_deleted(id).await;
-        Webhook {
-            deleted: true,
-            ..current
-        }
-    } else {
-        let next = current.with_deleted(true, &caller.name, state.clock.now_ms());
-        state
-            .store
-            .update_webhook(&next, current.version, false)
-            .await?;
-        state.dispatcher.webhook_changed(&next).await;
-        next
-    };
-    tracing::info!(webhook.id = %id, hard, by = %caller.name, "webhook deleted");
+    let gone = state.service.delete_webhook(id, hard, &caller).await?;
     Ok(Json(gone.view(&base.0)))
 }
 
@@ -515,16 +355,6 @@ async fn restore_webhook(
 ) -> Result<Json<WebhookView>, ApiError> {
     caller.require(Permission::Manage)?;
     let RestoreRequest { id } = parse(body)?;
-    let current = visible(
-        state.store.webhook(id).await?,
-        Include::Deleted,
-        format!("{id} (soft-deleted)"),
-    )?;
-    let next = current.with_deleted(false, &caller.name, state.clock.now_ms());
-    state
-        .store
-        .update_webhook(&next, current.version, false)
-        .await?;
-    state.dispatcher.webhook_changed(&next).await;
-    Ok(Json(next.view(&base.0)))
+    let webhook = state.service.restore_webhook(id, &caller).await?;
+    Ok(Json(webhook.view(&base.0)))
 }

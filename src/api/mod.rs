@@ -66,39 +66,6 @@ impl Modify for BearerAuth {
     }
 }
 
-/// OpenAPI requires a description on every response; where a route gave none, use the
-/// status code's reason phrase ("Not Found").
-struct ResponseDescriptions;
-
-impl Modify for ResponseDescriptions {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        for item in openapi.paths.paths.values_mut() {
-            let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ];
-            for operation in operations.into_iter().flatten() {
-                for (code, response) in operation.responses.responses.iter_mut() {
-                    if let utoipa::openapi::RefOr::T(response) = response
-                        && response.description.is_empty()
-                    {
-                        response.description = code
-                            .parse::<u16>()
-                            .ok()
-                            .and_then(|c| axum::http::StatusCode::from_u16(c).ok())
-                            .and_then(|c| c.canonical_reason())
-                            .unwrap_or("Response")
-                            .to_owned();
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// The OpenAPI document and the router it describes, from the same definitions.
 fn parts() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
     let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -110,7 +77,7 @@ fn parts() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
         .split_for_parts();
     // Run on the merged paths, which `#[openapi(modifiers)]` would not see.
     schemas::CommonResponses.modify(&mut doc);
-    ResponseDescriptions.modify(&mut doc);
+    schemas::ResponseDescriptions.modify(&mut doc);
     (router, doc)
 }
 

@@ -1,10 +1,11 @@
 //! The parts of the OpenAPI document that no Rust type derives: request bodies whose
 //! shape is checked by hand (a ChangeEvent, a JSON Patch, a webhook as a client sends it
-//! back), and the answers every route can give (401, 403, 503 with `Retry-After`, and the
-//! body errors 400, 408, 413, 415).
+//! back), the answers every route can give (401, 403, 503 with `Retry-After`, and the
+//! body errors 400, 408, 413, 415), and a description on every answer.
 
 use serde_json::{Value, json};
 use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{Object, SchemaType};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Schema, Type};
@@ -221,47 +222,77 @@ impl Modify for CommonResponses {
                     .build(),
             )
         };
-        for item in openapi.paths.paths.values_mut() {
-            let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ];
-            for operation in operations.into_iter().flatten() {
-                let mut common = Vec::new();
-                if operation.security.is_some() {
-                    common.push((
-                        "401",
-                        error("No bearer token, or not a live one (WWW-Authenticate: Bearer)"),
-                    ));
-                    common.push(("403", error("The token's role does not allow this")));
-                    common.push((
-                        "503",
-                        error("The database does not answer; retry after Retry-After seconds")
-                            .header("Retry-After", retry_after()),
-                    ));
-                }
-                if operation.request_body.is_some() {
-                    common.push(("400", error("The body is not JSON of the expected shape")));
-                    common.push((
-                        "408",
-                        error("The body stopped arriving (then the connection is closed)"),
-                    ));
-                    common.push(("413", error("The body is over the size limit")));
-                    common.push(("415", error("Content-Type is not the one documented")));
-                }
-                for (code, response) in common {
-                    operation
-                        .responses
-                        .responses
-                        .entry(code.to_owned())
-                        .or_insert_with(|| response.build().into());
+        for operation in operations(openapi) {
+            let mut common = Vec::new();
+            if operation.security.is_some() {
+                common.push((
+                    "401",
+                    error("No bearer token, or not a live one (WWW-Authenticate: Bearer)"),
+                ));
+                common.push(("403", error("The token's role does not allow this")));
+                common.push((
+                    "503",
+                    error("The database does not answer; retry after Retry-After seconds")
+                        .header("Retry-After", retry_after()),
+                ));
+            }
+            if operation.request_body.is_some() {
+                common.push(("400", error("The body is not JSON of the expected shape")));
+                common.push((
+                    "408",
+                    error("The body stopped arriving (then the connection is closed)"),
+                ));
+                common.push(("413", error("The body is over the size limit")));
+                common.push(("415", error("Content-Type is not the one documented")));
+            }
+            for (code, response) in common {
+                operation
+                    .responses
+                    .responses
+                    .entry(code.to_owned())
+                    .or_insert_with(|| response.build().into());
+            }
+        }
+    }
+}
+
+/// OpenAPI requires a description on every response; where a route gave none, use the
+/// status code's reason phrase ("Not Found").
+pub struct ResponseDescriptions;
+
+impl Modify for ResponseDescriptions {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for operation in operations(openapi) {
+            for (code, response) in operation.responses.responses.iter_mut() {
+                if let RefOr::T(response) = response
+                    && response.description.is_empty()
+                {
+                    response.description = code
+                        .parse::<u16>()
+                        .ok()
+                        .and_then(|c| axum::http::StatusCode::from_u16(c).ok())
+                        .and_then(|c| c.canonical_reason())
+                        .unwrap_or("Response")
+                        .to_owned();
                 }
             }
         }
     }
+}
+
+/// Every operation in the document, whatever its method.
+fn operations(openapi: &mut utoipa::openapi::OpenApi) -> impl Iterator<Item = &mut Operation> {
+    openapi.paths.paths.values_mut().flat_map(|item| {
+        [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+    })
 }
 
 /// The `Retry-After` header of a 429 or 503: whole seconds.

@@ -16,9 +16,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use tracing::Instrument;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -107,19 +108,116 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// One log line per request: method, path, status, duration. Headers are never logged,
-/// so tokens and secrets cannot end up in logs.
+/// A span per request naming its method and route (the matched path, ids left as
+/// `{id}`), so that every log line written while serving it says which it belongs to; and
+/// one log line per request: method, path, status, duration. Headers are never logged, so
+/// tokens and secrets cannot end up in logs.
 async fn log_request(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let response = next.run(request).await;
-    tracing::debug!(
-        %method,
-        path,
-        status = response.status().as_u16(),
-        ms = started.elapsed().as_secs_f64() * 1e3,
-        "request"
-    );
-    response
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("", MatchedPath::as_str)
+        .to_owned();
+    let span = tracing::info_span!("request", %method, route);
+    async move {
+        let response = next.run(request).await;
+        tracing::debug!(
+            path,
+            status = response.status().as_u16(),
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "request"
+        );
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::routing::get;
+    use serde_json::Value;
+
+    use super::*;
+
+    /// What a subscriber writes, kept for the test to read.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// On the current-thread runtime the server's tasks run on this thread, where the
+    /// subscriber is the default.
+    #[tokio::test]
+    async fn log_lines_written_in_a_request_name_its_method_and_route() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        crate::app::install_crypto_provider();
+
+        let app = Router::new()
+            .route(
+                "/things/{id}",
+                get(|| async {
+                    tracing::info!("inside the handler");
+                    "ok"
+                }),
+            )
+            .layer(middleware::from_fn(log_request));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let limits = server::Limits {
+            header_read_timeout: std::time::Duration::from_secs(5),
+            max_connections: 4,
+        };
+        let served = tokio::spawn(server::serve(listener, app, limits, stop.clone()));
+        let answer = reqwest::Client::new()
+            .get(format!("http://{addr}/things/42"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        stop.cancel();
+        served.await.unwrap().unwrap();
+
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        let line = |message: &str| {
+            lines
+                .iter()
+                .find(|l| l["fields"]["message"] == message)
+                .unwrap_or_else(|| panic!("no line '{message}' in {text}"))
+        };
+        for message in ["inside the handler", "request"] {
+            let span = &line(message)["span"];
+            assert_eq!(
+                (&span["name"], &span["method"], &span["route"]),
+                (&"request".into(), &"GET".into(), &"/things/{id}".into()),
+                "{text}"
+            );
+        }
+        assert_eq!(line("request")["fields"]["path"], "/things/42");
+    }
 }

@@ -21,7 +21,7 @@ str_enum! {
 
 checked_string!(
     /// An entity type named in a filter (`table`, `testCase`, …) or `*` for all of them.
-    EntityTypeName,
+    EntityTypeName schema(min 1, max 64, pattern r"^(\*|[A-Za-z0-9_]+)$"),
     |v| {
         if v == "*" {
             return Ok(());

@@ -61,12 +61,36 @@ macro_rules! str_enum {
 }
 pub(crate) use str_enum;
 
-/// Declares a newtype over `String` that is checked by `$check` when deserialized.
+/// Declares a newtype over `String` that is checked by `$check` when deserialized. With
+/// `schema(min .., max .. [, pattern ..])` after the name, the OpenAPI document states the
+/// bounds the check enforces, so a generated client or a schema-driven test learns them too.
 macro_rules! checked_string {
-    ($(#[$meta:meta])* $name:ident, $check:expr) => {
+    ($(#[doc = $doc:expr])* $name:ident schema(min $min:literal, max $max:literal $(, pattern $pattern:literal)?), $check:expr) => {
+        $crate::domain::macros::checked_string!(@type $(#[doc = $doc])* $name, $check);
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                let doc: &[&str] = &[$($doc),*];
+                let description = doc.iter().map(|line| line.trim()).collect::<Vec<_>>().join("\n");
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::Type::String)
+                    .description((!description.is_empty()).then_some(description))
+                    .min_length(Some($min))
+                    .max_length(Some($max))
+                    $(.pattern(Some($pattern)))?
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+    };
+    ($(#[doc = $doc:expr])* $name:ident, $check:expr) => {
+        $crate::domain::macros::checked_string!(@type $(#[doc = $doc])* #[derive(utoipa::ToSchema)] $name, $check);
+    };
+    (@type $(#[$meta:meta])* $name:ident, $check:expr) => {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord,
-                 serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+                 serde::Serialize, serde::Deserialize)]
         #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
 

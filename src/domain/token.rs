@@ -37,7 +37,7 @@ impl Role {
 
 checked_string!(
     /// A token's name: 1–128 characters of letters, digits and `._@-`. It becomes `updatedBy`.
-    TokenName,
+    TokenName schema(min 1, max 128, pattern r"^[A-Za-z0-9._@-]+$"),
     |v| {
         check_text(v, 1, 128, false)?;
         if !v

@@ -14,7 +14,7 @@ use crate::domain::text::{Text, check_text};
 checked_string!(
     /// A webhook's name: 1–256 characters, no `::` (OpenMetadata's entityName), no control
     /// characters. Unique among webhooks, soft-deleted ones included.
-    WebhookName,
+    WebhookName schema(min 1, max 256),
     |v| {
         check_text(v, 1, 256, false)?;
         if v.contains("::") {

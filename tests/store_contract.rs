@@ -25,6 +25,8 @@ fn query(limit: u32, cursor: Option<Cursor>) -> WebhookQuery {
         status: None,
         webhook_type: None,
         include: Include::NonDeleted,
+        failing: false,
+        name_contains: None,
         limit,
         cursor,
     }
@@ -205,6 +207,19 @@ async fn lists_filter_by_status_type_and_deletion(backend: Backend) {
         (names(&all.items), all.total),
         (vec!["generic", "gone", "slack"], 3)
     );
+    let named = run(WebhookQuery {
+        name_contains: Some("LAC".into()),
+        include: Include::All,
+        ..query(10, None)
+    })
+    .await;
+    assert_eq!((names(&named.items), named.total), (vec!["slack"], 1));
+    let failing = run(WebhookQuery {
+        failing: true,
+        ..query(10, None)
+    })
+    .await;
+    assert_eq!((names(&failing.items), failing.total), (vec![], 0));
 }
 
 async fn hard_delete_removes(backend: Backend) {

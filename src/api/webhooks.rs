@@ -68,6 +68,9 @@ struct ListParams {
     #[serde(rename = "webhookType")]
     webhook_type: Option<WebhookType>,
     include: Option<IncludeDeleted>,
+    /// `true`: only webhooks whose delivery is failing (enabled, and neither `active` nor
+    /// `disabled`: `awaitingRetry`, `retryLimitReached` or `failed`).
+    failing: Option<bool>,
 }
 
 str_enum! {
@@ -173,6 +176,7 @@ async fn list_webhooks(
         "status",
         "webhookType",
         "include",
+        "failing",
     ])?;
     let limit = params.limit()?;
     let decode = |name: &str| -> Result<Option<String>, ApiError> {
@@ -195,6 +199,8 @@ async fn list_webhooks(
         status: params.get("status")?,
         webhook_type: params.get("webhookType")?,
         include: parse_include(params)?,
+        failing: params.get::<bool>("failing")?.unwrap_or(false),
+        name_contains: None,
         limit,
         cursor,
     };

@@ -6,6 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::health::DeliveryHealth;
 use super::{Caller, Include, Result, Service, ServiceError};
 use crate::clock::Millis;
 use crate::dispatch::format::test_event;
@@ -49,6 +50,11 @@ pub struct DeliveryStatus {
     /// The name of the instance delivering this webhook (`OUTHOOK_INSTANCE_NAME`, by
     /// default `<host name>:<pid>`); null while no live instance holds its lease.
     pub lease_holder: Option<String>,
+    /// How long the oldest matching event not delivered yet has waited, in ms since its
+    /// `timestamp`; null when nothing is pending.
+    pub oldest_pending_age_ms: Option<i64>,
+    /// Delivery attempts over the last hour and the last 24 hours.
+    pub health: DeliveryHealth,
 }
 
 /// How a test message went.
@@ -85,6 +91,17 @@ struct Pending {
     events: u64,
     /// The count stopped at the bound: there are more.
     lower_bound: bool,
+    /// The `timestamp` of the oldest of them.
+    oldest_at: Option<Millis>,
+}
+
+/// An event's `timestamp` (ms), read from its stored body.
+fn event_timestamp(body: &str) -> Option<Millis> {
+    #[derive(serde::Deserialize)]
+    struct Stamp {
+        timestamp: Option<Millis>,
+    }
+    serde_json::from_str::<Stamp>(body).ok()?.timestamp
 }
 
 impl Service {
@@ -118,6 +135,8 @@ impl Service {
             .ok_or_else(|| ServiceError::NotFound(format!("webhook {id} not found")))?;
         let log_head = self.store.log_head().await?;
         let pending = self.pending(&webhook, &state, log_head).await?;
+        let report = self.health_report(webhook.id).await?;
+        let now = self.clock.now_ms();
         Ok(DeliveryStatus {
             id: webhook.id,
             name: webhook.spec.name.to_string(),
@@ -135,6 +154,8 @@ impl Service {
             }),
             last_success_at: state.last_success_at,
             lease_holder: self.dispatcher.lease_holder(webhook.id).await?,
+            oldest_pending_age_ms: pending.oldest_at.map(|at| (now - at).max(0)),
+            health: report.health,
         })
     }
 
@@ -150,6 +171,15 @@ impl Service {
         let filters = &webhook.spec.event_filters.0;
         let mut from = state.read_from();
         let (mut events, mut scanned) = (state.in_batch(), 0u32);
+        let mut oldest_at = match state.batch.as_ref().and_then(|b| b.seqs.first()) {
+            Some(&seq) => self
+                .store
+                .events_at(&[seq])
+                .await?
+                .first()
+                .and_then(|e| event_timestamp(&e.body)),
+            None => None,
+        };
         while from < log_head && scanned < PENDING_SCAN_LIMIT {
             let rows = self
                 .store
@@ -159,15 +189,22 @@ impl Service {
                 break;
             };
             scanned += rows.len() as u32;
-            events += rows
+            let mut matching = rows
                 .iter()
-                .filter(|r| webhook_matches(filters, &EventFacts::from_body(&r.body)))
-                .count() as u64;
+                .filter(|r| webhook_matches(filters, &EventFacts::from_body(&r.body)));
+            if events == 0 {
+                if let Some(first) = matching.next() {
+                    oldest_at = event_timestamp(&first.body);
+                    events = 1;
+                }
+            }
+            events += matching.count() as u64;
             from = last;
         }
         Ok(Pending {
             events,
             lower_bound: from < log_head,
+            oldest_at,
         })
     }
 

@@ -9,12 +9,16 @@
 //! - `patch`: a JSON Patch on the webhook as read, turned into the next spec;
 //! - `deliveries`: the delivery log, the delivery status, test sends, metrics;
 //! - `tokens`: who is calling (bearer tokens, remembered for a moment), issue and revoke;
-//! - `events`: publishing events to the log.
+//! - `events`: publishing events to the log, and reading it back newest first;
+//! - `health`: delivery health over the last hour and day;
+//! - `sessions`: web console sessions, standing for an API token.
 
 mod deliveries;
 mod error;
 mod events;
+mod health;
 mod patch;
+mod sessions;
 mod tokens;
 mod webhooks;
 
@@ -30,7 +34,9 @@ use crate::store::Store;
 pub use crate::store::{Cursor, Include, Page, WebhookQuery};
 pub use deliveries::{AttemptPage, DeliveryStatus, InFlight, TestOutcome};
 pub use error::ServiceError;
-pub use events::Published;
+pub use events::{EventSearch, EventsPage, FoundEvent, Published};
+pub use health::{ChartPoint, DeliveryHealth, HealthReport, HealthWindow};
+pub use sessions::{SESSION_TTL_MS, SignedIn, csrf_token};
 pub use tokens::{Caller, IssuedToken};
 pub use webhooks::{Rotated, Rotation, Saved, parse_webhook_spec};
 

@@ -53,7 +53,11 @@ pub struct IssuedToken {
 impl Service {
     /// The caller a bearer secret stands for; `None` when it is no live token's.
     pub async fn authenticate(&self, secret: &str) -> Result<Option<Caller>> {
-        let hash = hash_secret(secret);
+        self.caller_by_hash(hash_secret(secret)).await
+    }
+
+    /// The caller the token with this hash stands for, when it is live.
+    pub(super) async fn caller_by_hash(&self, hash: String) -> Result<Option<Caller>> {
         let generation = match self.tokens.get(&hash) {
             Ok(caller) => return Ok(Some(caller)),
             Err(generation) => generation,

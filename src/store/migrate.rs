@@ -51,6 +51,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "log_retention",
         sql: include_str!("../../migrations/postgres/0006_log_retention.sql"),
     },
+    Migration {
+        version: 7,
+        name: "console",
+        sql: include_str!("../../migrations/postgres/0007_console.sql"),
+    },
 ];
 
 pub const SQLITE: &[Migration] = &[
@@ -78,6 +83,11 @@ pub const SQLITE: &[Migration] = &[
         version: 5,
         name: "log_retention",
         sql: include_str!("../../migrations/sqlite/0005_log_retention.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "console",
+        sql: include_str!("../../migrations/sqlite/0006_console.sql"),
     },
 ];
 

@@ -3,6 +3,7 @@
 //! its own migrations under `migrations/<backend>/`; the same contract tests run on both.
 
 mod migrate;
+mod operations;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
@@ -19,6 +20,9 @@ use crate::domain::event::NewEvent;
 use crate::domain::token::{Role, Token};
 use crate::domain::webhook::{Webhook, WebhookStatus, WebhookType};
 
+pub use operations::{
+    DURATION_BOUNDS_MS, OperationsStore, Rollup, SessionRecord, duration_bucket, minute_of,
+};
 pub use rows::WebhookRow;
 
 /// What storage can fail with. Callers map these to their own errors; database detail is
@@ -115,6 +119,11 @@ pub struct WebhookQuery {
     pub status: Option<WebhookStatus>,
     pub webhook_type: Option<WebhookType>,
     pub include: Include,
+    /// Only webhooks whose delivery is failing: enabled and neither `active` nor
+    /// `disabled`.
+    pub failing: bool,
+    /// Only webhooks whose name contains this text (ignoring case).
+    pub name_contains: Option<String>,
     pub limit: u32,
     pub cursor: Option<Cursor>,
 }
@@ -183,7 +192,7 @@ pub struct Appended {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: OperationsStore + Send + Sync + 'static {
     /// `"postgres"` or `"sqlite"`.
     fn backend(&self) -> &'static str;
 
@@ -287,7 +296,7 @@ pub trait Store: Send + Sync + 'static {
         let mut rows = 0;
         loop {
             let step = self.prune_step(&cuts, PRUNE_STEP).await?;
-            rows += step.events + step.attempts;
+            rows += step.events + step.attempts + step.rollups;
             if !step.more(PRUNE_STEP) {
                 return Ok(rows);
             }
@@ -438,13 +447,18 @@ pub struct Pruned {
     /// Events deleted (id and all).
     pub events: u64,
     pub attempts: u64,
+    /// Per-minute delivery health rows deleted.
+    pub rollups: u64,
 }
 
 impl Pruned {
     /// Whether a part of the step reached its limit (more may be waiting).
     pub fn more(&self, limit: u32) -> bool {
         let limit = u64::from(limit);
-        self.bodies >= limit || self.events >= limit || self.attempts >= limit
+        self.bodies >= limit
+            || self.events >= limit
+            || self.attempts >= limit
+            || self.rollups >= limit
     }
 }
 

@@ -10,9 +10,9 @@ use uuid::Uuid;
 
 use super::rows::{AttemptRow, DispatchRow, TokenRow, WebhookRow};
 use super::{
-    Appended, Cursor, DispatchWrite, EventPage, InstanceRecord, Page, Pruned, RetentionCuts, Store,
-    StoreError, StoredEvent, WebhookQuery, bodies_through, first_occurrences, migrate,
-    unique_as_conflict,
+    Appended, Cursor, DURATION_BOUNDS_MS, DispatchWrite, EventPage, InstanceRecord, Page, Pruned,
+    RetentionCuts, Store, StoreError, StoredEvent, WebhookQuery, bodies_through, first_occurrences,
+    migrate, unique_as_conflict,
 };
 use crate::clock::Millis;
 use crate::domain::change::Version;
@@ -25,7 +25,7 @@ use crate::domain::webhook::Webhook;
 const CHECK_IF_IDLE_FOR: Duration = Duration::from_secs(10);
 
 pub struct PgStore {
-    pool: PgPool,
+    pub(super) pool: PgPool,
     /// The connections of the two group-commit writers (event appends and the dispatcher's
     /// records): one statement shape each, run thousands of times a second.
     writers: PgPool,
@@ -277,21 +277,25 @@ impl Store for PgStore {
     async fn list_webhooks(&self, q: &WebhookQuery) -> Result<Page<Webhook>, StoreError> {
         // Filters are bound as parameters; only the fixed ordering clause varies.
         const FILTER: &str = "($1::text IS NULL OR ($1 = 'disabled' AND NOT enabled) OR (enabled AND status = $1)) AND ($2::text IS NULL OR webhook_type = $2) \
-             AND deleted IN ($3, $4)";
+             AND deleted IN ($3, $4) AND (NOT $5 OR (enabled AND status NOT IN ('active', 'disabled'))) \
+             AND ($6::text IS NULL OR strpos(lower(name), lower($6)) > 0)";
         let (order, cursor) = match &q.cursor {
-            Some(Cursor::Before(name)) => ("AND name < $5 ORDER BY name DESC", Some(name.as_str())),
-            Some(Cursor::After(name)) => ("AND name > $5 ORDER BY name ASC", Some(name.as_str())),
-            None => ("AND $5::text IS NULL ORDER BY name ASC", None),
+            Some(Cursor::Before(name)) => ("AND name < $7 ORDER BY name DESC", Some(name.as_str())),
+            Some(Cursor::After(name)) => ("AND name > $7 ORDER BY name ASC", Some(name.as_str())),
+            None => ("AND $7::text IS NULL ORDER BY name ASC", None),
         };
         let (low, high) = q.include.deleted_range();
         let status = q.status.map(|s| s.as_str());
         let kind = q.webhook_type.map(|t| t.as_str());
-        let sql = format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE {FILTER} {order} LIMIT $6");
+        let name = q.name_contains.as_deref();
+        let sql = format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE {FILTER} {order} LIMIT $8");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(status)
             .bind(kind)
             .bind(low)
             .bind(high)
+            .bind(q.failing)
+            .bind(name)
             .bind(cursor)
             .bind(i64::from(q.limit) + 1)
             .fetch_all(&self.pool)
@@ -307,6 +311,8 @@ impl Store for PgStore {
         .bind(kind)
         .bind(low)
         .bind(high)
+        .bind(q.failing)
+        .bind(name)
         .fetch_one(&self.pool)
         .await?;
         Ok(Page::assemble(items, q.limit, q.cursor.as_ref(), total))
@@ -523,6 +529,15 @@ impl Store for PgStore {
         .execute(&self.pool)
         .await?
         .rows_affected();
+        let rollups = sqlx::query(
+            "DELETE FROM attempt_rollups WHERE (webhook_id, minute, bucket) IN ( \
+               SELECT webhook_id, minute, bucket FROM attempt_rollups WHERE minute < $1 LIMIT $2)",
+        )
+        .bind(super::minute_of(cuts.attempts_before))
+        .bind(limit)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
         // Bodies: the next events after those already done, up to the first one not old
         // enough. The progress row is locked, so instances pruning at once take turns.
         let mut tx = self.pool.begin().await?;
@@ -558,6 +573,7 @@ impl Store for PgStore {
             bodies,
             events,
             attempts,
+            rollups,
         })
     }
 
@@ -772,7 +788,15 @@ impl Store for PgStore {
                  status_code, response_excerpt, error_kind, error, duration_ms, attempted_at, outcome, next_attempt_at) \
                SELECT * FROM UNNEST($10::uuid[], $11::uuid[], $12::int[], $13::text[], $14::text[], $15::bigint[], \
                  $16::int[], $17::text[], $18::text[], $19::text[], $20::bigint[], $21::bigint[], $22::text[], $23::bigint[]) \
-               AS a(webhook_id) WHERE a.webhook_id IN (SELECT id FROM moved)) \
+               AS a(webhook_id) WHERE a.webhook_id IN (SELECT id FROM moved)), \
+             rolled AS ( \
+               INSERT INTO attempt_rollups (webhook_id, minute, bucket, attempts, successes, failures) \
+               SELECT a.webhook_id, a.attempted_at - a.attempted_at % 60000, width_bucket(a.duration_ms, $24::bigint[]), \
+                 COUNT(*), COUNT(*) FILTER (WHERE a.outcome = 'success'), COUNT(*) FILTER (WHERE a.outcome <> 'success') \
+               FROM UNNEST($10::uuid[], $20::bigint[], $21::bigint[], $22::text[]) AS a(webhook_id, duration_ms, attempted_at, outcome) \
+               WHERE a.webhook_id IN (SELECT id FROM moved) GROUP BY 1, 2, 3 \
+               ON CONFLICT (webhook_id, minute, bucket) DO UPDATE SET attempts = attempt_rollups.attempts + EXCLUDED.attempts, \
+                 successes = attempt_rollups.successes + EXCLUDED.successes, failures = attempt_rollups.failures + EXCLUDED.failures) \
              SELECT id FROM moved",
         )
         .bind(owner)
@@ -798,6 +822,7 @@ impl Store for PgStore {
         .bind(column(&attempts, |a| a.attempted_at))
         .bind(column(&attempts, |a| a.outcome.clone()))
         .bind(column(&attempts, |a| a.next_attempt_at))
+        .bind(&DURATION_BOUNDS_MS[..])
         .fetch_all(&self.writers)
         .await?;
         Ok(ids.iter().map(|id| moved.contains(id)).collect())

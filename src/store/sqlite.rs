@@ -31,12 +31,12 @@ use crate::domain::webhook::Webhook;
 
 pub struct SqliteStore {
     /// Connections that read (WAL lets them run beside the writer).
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
     /// The one connection that writes. SQLite lets one transaction write at a time; with
     /// several writing connections, the one that finds the file locked sleeps and tries
     /// again (1, 2, 5, 10… ms), which is what the event appends and the dispatcher's
     /// records kept doing to each other. One connection makes them queue in the process.
-    writer: SqlitePool,
+    pub(super) writer: SqlitePool,
     /// Copies the write-ahead log into the database file in the background.
     checkpointer: tokio::task::JoinHandle<()>,
 }
@@ -319,21 +319,25 @@ impl Store for SqliteStore {
     async fn list_webhooks(&self, q: &WebhookQuery) -> Result<Page<Webhook>, StoreError> {
         // Filters are bound as parameters; only the fixed ordering clause varies.
         const FILTER: &str = "($1 IS NULL OR ($1 = 'disabled' AND NOT enabled) OR (enabled AND status = $1)) AND ($2 IS NULL OR webhook_type = $2) \
-             AND deleted IN ($3, $4)";
+             AND deleted IN ($3, $4) AND (NOT $5 OR (enabled AND status NOT IN ('active', 'disabled'))) \
+             AND ($6 IS NULL OR instr(lower(name), lower($6)) > 0)";
         let (order, cursor) = match &q.cursor {
-            Some(Cursor::Before(name)) => ("AND name < $5 ORDER BY name DESC", Some(name.as_str())),
-            Some(Cursor::After(name)) => ("AND name > $5 ORDER BY name ASC", Some(name.as_str())),
-            None => ("AND $5 IS NULL ORDER BY name ASC", None),
+            Some(Cursor::Before(name)) => ("AND name < $7 ORDER BY name DESC", Some(name.as_str())),
+            Some(Cursor::After(name)) => ("AND name > $7 ORDER BY name ASC", Some(name.as_str())),
+            None => ("AND $7 IS NULL ORDER BY name ASC", None),
         };
         let (low, high) = q.include.deleted_range();
         let status = q.status.map(|s| s.as_str());
         let kind = q.webhook_type.map(|t| t.as_str());
-        let sql = format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE {FILTER} {order} LIMIT $6");
+        let name = q.name_contains.as_deref();
+        let sql = format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE {FILTER} {order} LIMIT $8");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(status)
             .bind(kind)
             .bind(low)
             .bind(high)
+            .bind(q.failing)
+            .bind(name)
             .bind(cursor)
             .bind(i64::from(q.limit) + 1)
             .fetch_all(&self.pool)
@@ -349,6 +353,8 @@ impl Store for SqliteStore {
         .bind(kind)
         .bind(low)
         .bind(high)
+        .bind(q.failing)
+        .bind(name)
         .fetch_one(&self.pool)
         .await?;
         Ok(Page::assemble(items, q.limit, q.cursor.as_ref(), total))
@@ -577,6 +583,15 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        let rollups = sqlx::query(
+            "DELETE FROM attempt_rollups WHERE (webhook_id, minute, bucket) IN ( \
+               SELECT webhook_id, minute, bucket FROM attempt_rollups WHERE minute < $1 LIMIT $2)",
+        )
+        .bind(super::minute_of(cuts.attempts_before))
+        .bind(limit)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         // Bodies: the next events after those already done, up to the first one not old
         // enough.
         let through: i64 =
@@ -610,6 +625,7 @@ impl Store for SqliteStore {
             bodies,
             events,
             attempts,
+            rollups,
         })
     }
 
@@ -849,6 +865,19 @@ impl Store for SqliteStore {
             .bind(a.attempted_at)
             .bind(&a.outcome)
             .bind(a.next_attempt_at)
+            .execute(&mut *tx)
+            .await?;
+            let success = i64::from(attempt.outcome == Outcome::Success);
+            sqlx::query(
+                "INSERT INTO attempt_rollups (webhook_id, minute, bucket, attempts, successes, failures) \
+                 VALUES ($1, $2, $3, 1, $4, $5) ON CONFLICT (webhook_id, minute, bucket) DO UPDATE SET \
+                 attempts = attempts + 1, successes = successes + $4, failures = failures + $5",
+            )
+            .bind(a.webhook_id.to_string())
+            .bind(super::minute_of(a.attempted_at))
+            .bind(super::duration_bucket(a.duration_ms))
+            .bind(success)
+            .bind(1 - success)
             .execute(&mut *tx)
             .await?;
         }

@@ -101,6 +101,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let (router, doc) = parts();
     health::OPENAPI.get_or_init(|| document(doc).to_string());
     router
+        .merge(crate::console::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn(server::drain_unread_body))

@@ -135,7 +135,47 @@ async fn failing_lists_webhooks_neither_active_nor_disabled(backend: Backend) {
     app.stop().await;
 }
 
+async fn rollups_go_with_the_attempts_past_retention(backend: Backend) {
+    let mut args = common::DELIVERY_ARGS.to_vec();
+    args.extend(["--retention", "1h"]);
+    let app = TestApp::start_with(backend, &args).await;
+    let store = app.running.as_ref().unwrap().store.clone();
+    let rx = Receiver::start().await;
+    let created = app
+        .create_webhook(webhook(
+            "kept",
+            &rx.url("/k"),
+            1,
+            json!([{"eventType": "entityCreated"}]),
+        ))
+        .await;
+    let id: uuid::Uuid = created["id"].as_str().unwrap().parse().unwrap();
+    app.publish(json!([event("entityCreated", "table", "a")]))
+        .await;
+    app.wait_for_attempts(&id.to_string(), 1).await;
+    let rollups = store.attempt_rollups(id, 0).await.unwrap();
+    assert_eq!(
+        rollups.iter().map(|r| r.attempts).sum::<i64>(),
+        1,
+        "{rollups:?}"
+    );
+
+    app.clock.advance(Duration::from_secs(3600 + 120));
+    let deadline = std::time::Instant::now() + WAIT;
+    while !store.attempt_rollups(id, 0).await.unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rollups were not pruned"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = app.get(&format!("/api/v1/webhooks/{id}/deliveries")).await;
+    assert_eq!(log["data"], json!([]), "{log}");
+    app.stop().await;
+}
+
 on_both_backends!(
     status_reports_health_over_an_hour_and_a_day,
     failing_lists_webhooks_neither_active_nor_disabled,
+    rollups_go_with_the_attempts_past_retention,
 );

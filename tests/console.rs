@@ -11,6 +11,7 @@
 mod common;
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -42,8 +43,11 @@ fn free_port() -> u16 {
 impl Browser {
     async fn start(label: &str) -> Self {
         let port = free_port();
+        // A process group of its own: Chromium and its helpers are the driver's children,
+        // and ending the group ends them all, however the test ends.
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -177,16 +181,18 @@ impl Browser {
         std::fs::write(&path, png).expect("the screenshot is written");
     }
 
-    async fn stop(mut self) {
+    async fn stop(self) {
         let _ = self.client.clone().close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 }
 
 impl Drop for Browser {
+    /// Ends chromedriver's process group (the driver, Chromium and its helpers), also
+    /// when a test panics before `stop`.
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.driver.wait();
     }
 }
 

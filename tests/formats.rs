@@ -7,8 +7,8 @@
 
 use std::sync::Arc;
 
+use outhook::dispatch::event::LogEvent;
 use outhook::dispatch::format::{self, formatter_for, limits};
-use outhook::dispatch::router::LogEvent;
 use outhook::domain::webhook::WebhookSpec;
 use serde_json::{Value, json};
 use uuid::Uuid;

@@ -6,10 +6,12 @@
 //! is past retention. Workers only talk to the database through the [`Store`], and only
 //! while they hold the lease, so several instances never deliver the same batch.
 
+pub mod event;
 pub mod format;
 pub mod identity;
 pub mod index;
 pub mod recorder;
+pub mod request;
 pub mod router;
 pub mod sandbox;
 pub mod sender;
@@ -23,18 +25,19 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::clock::{Clock, Millis, SystemClock};
 use crate::domain::address::AddressPolicy;
-use crate::domain::delivery::{AttemptResult, ErrorKind};
 use crate::domain::event::NewEvent;
 use crate::domain::webhook::Webhook;
 use crate::metrics::Metrics;
 use crate::store::{Appended, PRUNE_STEP, Pruned, RetentionCuts, Store};
+use event::LogEvent;
 use identity::Identity;
 use recorder::Recorder;
-use router::{LogEvent, Router};
+use router::Router;
 use sender::{Sender, Sent};
 
 /// What the dispatcher needs to know from the configuration.
@@ -230,15 +233,12 @@ impl Dispatcher {
     pub async fn send_test(&self, webhook: &Webhook, event: LogEvent) -> (Sent, i64) {
         let events = [Arc::new(event)];
         let now = self.ctx.clock.now_ms();
-        match worker::build_request(webhook, &events, Uuid::new_v4(), 1, now).await {
+        match request::build_request(webhook, &events, Uuid::new_v4(), 1, now).await {
             Ok(request) => {
                 let size = request.body.len() as i64;
                 (self.ctx.sender.send(request).await, size)
             }
-            Err(reason) => (
-                Sent::unsent(AttemptResult::error(ErrorKind::Render, reason)),
-                0,
-            ),
+            Err(error) => (Sent::unsent(error.into()), 0),
         }
     }
 
@@ -452,7 +452,8 @@ async fn lease_cycle(
     for id in &owned {
         if !workers.contains_key(id) {
             let token = stop.child_token();
-            let handle = tokio::spawn(worker::run(ctx.clone(), *id, token.clone()));
+            let run = worker::run(ctx.clone(), *id, token.clone());
+            let handle = tokio::spawn(run.instrument(worker::span(*id)));
             workers.insert(*id, (handle, token));
         }
     }

@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use super::event::LogEvent;
 use super::index::FilterIndex;
-use crate::domain::event::EventFacts;
 use crate::domain::filter::EventFilter;
 use crate::domain::filter::webhook_matches;
 use crate::metrics::Lag;
@@ -29,33 +29,6 @@ pub const INBOX_BYTES: usize = 2 << 20;
 /// All inboxes together, at most: past it, the webhook that would go over reads the log.
 /// (An event shared by several inboxes is counted in each.)
 pub const INBOXES_BYTES: usize = 32 << 20;
-
-/// An event read from the log, with the facts filters need, shared by every webhook it
-/// goes to.
-#[derive(Debug)]
-pub struct LogEvent {
-    pub seq: i64,
-    pub event_id: Uuid,
-    pub body: String,
-    pub facts: EventFacts,
-}
-
-impl LogEvent {
-    pub fn new(seq: i64, event_id: Uuid, body: String) -> Self {
-        let facts = EventFacts::from_body(&body);
-        Self {
-            seq,
-            event_id,
-            body,
-            facts,
-        }
-    }
-
-    /// About what holding this event costs: its body and a fixed part for the rest.
-    pub fn held_bytes(&self) -> usize {
-        self.body.len() + 256
-    }
-}
 
 struct Slot {
     name: String,

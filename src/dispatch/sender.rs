@@ -60,6 +60,40 @@ impl Resolve for PolicyResolver {
     }
 }
 
+/// Why a request got no answer: its text is the delivery's reason in the log and in
+/// `failureDetails`.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SendError {
+    /// The destination is not one outhook may reach (SPEC §7).
+    #[error("{0}")]
+    Refused(String),
+    /// No answer in time: the webhook's timeout, or the client's own.
+    #[error("{0}")]
+    Timeout(String),
+    /// No connection (refused, unreachable, a failed name look-up): its innermost cause.
+    #[error("{0}")]
+    Connect(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl SendError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SendError::Refused(_) => ErrorKind::Refused,
+            SendError::Timeout(_) => ErrorKind::Timeout,
+            SendError::Connect(_) => ErrorKind::Connect,
+            SendError::Other(_) => ErrorKind::Other,
+        }
+    }
+}
+
+impl From<SendError> for AttemptResult {
+    fn from(error: SendError) -> Self {
+        AttemptResult::error(error.kind(), error.to_string())
+    }
+}
+
 /// One request to send.
 pub struct OutboundRequest {
     pub method: reqwest::Method,
@@ -129,9 +163,10 @@ impl Sender {
                 _ => None,
             };
             if let Some(ip) = ip.filter(|ip| !self.policy.permits(*ip)) {
-                let reason =
-                    format!("{ip} is not a public address; allow it with OUTHOOK_ALLOW_PRIVATE");
-                return Sent::unsent(AttemptResult::error(ErrorKind::Refused, reason));
+                let refused = SendError::Refused(format!(
+                    "{ip} is not a public address; allow it with OUTHOOK_ALLOW_PRIVATE"
+                ));
+                return Sent::unsent(refused.into());
             }
         }
         let call = async {
@@ -148,10 +183,11 @@ impl Sender {
         };
         match tokio::time::timeout(request.timeout, call).await {
             Err(_) => Sent {
-                result: AttemptResult::error(
-                    ErrorKind::Timeout,
-                    format!("no answer within {} s", request.timeout.as_secs()),
-                ),
+                result: SendError::Timeout(format!(
+                    "no answer within {} s",
+                    request.timeout.as_secs()
+                ))
+                .into(),
                 duration_ms: elapsed(started),
                 response_excerpt: None,
             },
@@ -161,7 +197,7 @@ impl Sender {
                 response_excerpt: excerpt,
             },
             Ok(Err(err)) => Sent {
-                result: classify(&err),
+                result: classify(&err).into(),
                 duration_ms: elapsed(started),
                 response_excerpt: None,
             },
@@ -187,20 +223,21 @@ async fn read_excerpt(mut response: reqwest::Response) -> Option<String> {
     Some(String::from_utf8_lossy(&body).replace('\0', "\u{FFFD}"))
 }
 
-fn classify(err: &reqwest::Error) -> AttemptResult {
+/// What a failed exchange comes to.
+fn classify(err: &reqwest::Error) -> SendError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
         if let Some(refused) = e.downcast_ref::<Refused>() {
-            return AttemptResult::error(ErrorKind::Refused, refused.0.clone());
+            return SendError::Refused(refused.0.clone());
         }
         source = e.source();
     }
     let kind = if err.is_timeout() {
-        ErrorKind::Timeout
+        SendError::Timeout
     } else if err.is_connect() {
-        ErrorKind::Connect
+        SendError::Connect
     } else {
-        ErrorKind::Other
+        SendError::Other
     };
     // The innermost cause says the most (connection refused, DNS failure, …).
     let mut text = err.to_string();
@@ -209,7 +246,7 @@ fn classify(err: &reqwest::Error) -> AttemptResult {
         text = e.to_string();
         source = e.source();
     }
-    AttemptResult::error(kind, text)
+    kind(text)
 }
 
 /// Builds a header map from validated custom headers; invalid ones cannot occur (checked

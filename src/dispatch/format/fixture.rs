@@ -2,7 +2,7 @@
 
 use serde_json::{Map, json};
 
-use crate::dispatch::router::LogEvent;
+use crate::dispatch::event::LogEvent;
 
 /// A test message for a webhook: one synthetic event about the webhook itself.
 pub fn test_event(webhook_id: uuid::Uuid, name: &str, by: &str, now: i64) -> LogEvent {

@@ -26,7 +26,8 @@ pub use query::{IDENTIFYING_PARAMETERS, MAX_QUERY_BYTES, query_string};
 pub use slack::Slack;
 pub use teams::Teams;
 
-use super::router::LogEvent;
+use super::event::LogEvent;
+use crate::domain::delivery::{AttemptResult, ErrorKind};
 use crate::domain::webhook::{HttpMethod, WebhookSpec, WebhookType};
 
 /// The events of one delivery, in log order.
@@ -54,10 +55,10 @@ pub enum FormatError {
     NotJson(serde_json::Error),
 }
 
-/// The delivery log keeps a failure's reason as text.
-impl From<FormatError> for String {
-    fn from(error: FormatError) -> String {
-        error.to_string()
+/// A batch that cannot be formatted fails its attempt for good; the reason is the text.
+impl From<FormatError> for AttemptResult {
+    fn from(error: FormatError) -> Self {
+        AttemptResult::error(ErrorKind::Render, error.to_string())
     }
 }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::dispatch::router::LogEvent;
+use crate::dispatch::event::LogEvent;
 
 /// One event, read for people.
 pub(super) struct Summary {

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::api::{self, AppState};
 use crate::bus::Ingestor;
+use crate::bus::nats::{self, NatsSettings};
 use crate::bus::ratelimit::{Limits, RateLimiter};
 use crate::clock::Clock;
 use crate::config::ServeArgs;
@@ -36,6 +37,8 @@ pub struct Running {
     pub dispatcher: Arc<Dispatcher>,
     shutdown: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
+    /// Reads the NATS stream, when one is configured.
+    bus: Option<JoinHandle<()>>,
     ingestor: JoinHandle<()>,
 }
 
@@ -56,7 +59,12 @@ impl Running {
     /// drains the ingest queue and stops the dispatcher.
     pub async fn wait(self) -> anyhow::Result<()> {
         let served = self.server.await.context("the server task panicked")?;
-        // The API is gone, and with it every handle on the ingestor: it drains and ends.
+        // The bus reader stops with the same token, after committing what it holds.
+        if let Some(bus) = self.bus {
+            let _ = bus.await;
+        }
+        // The API and the bus reader are gone, and with them every handle on the
+        // ingestor: it drains and ends.
         let _ = self.ingestor.await;
         self.dispatcher.shutdown().await;
         served?;
@@ -98,8 +106,29 @@ pub async fn start(args: &ServeArgs, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         metrics.clone(),
         Arc::new(move |events, appended| wake.events_committed(events, appended)),
     );
+    let service = Arc::new(Service::new(
+        store.clone(),
+        clock.clone(),
+        dispatcher.clone(),
+        ingestor,
+    ));
+    let shutdown = CancellationToken::new();
+    let bus = args.nats.nats_url.as_ref().map(|url| {
+        nats::start(
+            NatsSettings {
+                url: url.clone(),
+                stream: args.nats.nats_stream.clone(),
+                subjects: args.nats.nats_subjects.clone(),
+                consumer: args.nats.nats_consumer.clone(),
+                max_events: args.max_events_per_request as usize,
+            },
+            service.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )
+    });
     let state = Arc::new(AppState {
-        service: Service::new(store.clone(), clock.clone(), dispatcher.clone(), ingestor),
+        service,
         clock,
         limiter: RateLimiter::new(Limits {
             per_second: args.publish_rate,
@@ -109,7 +138,6 @@ pub async fn start(args: &ServeArgs, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         metrics,
         max_events_per_request: args.max_events_per_request as usize,
     });
-    let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     let app = api::router(state);
     let limits = api::server::Limits {
@@ -125,6 +153,7 @@ pub async fn start(args: &ServeArgs, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         dispatcher,
         shutdown,
         server,
+        bus,
         ingestor: ingest_task,
     })
 }
@@ -142,6 +171,7 @@ pub async fn ensure_admin_token(
         name: TokenName::try_from(name).expect("a fixed, valid token name"),
         role: Role::Admin,
         hash: hash_secret(secret),
+        signing_secret: None,
         created_at: now,
         created_by: by.to_owned(),
         revoked_at: None,

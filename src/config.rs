@@ -210,6 +210,54 @@ pub struct ServeArgs {
     /// on another machine, and never one name to two running instances.
     #[arg(long, env = "OUTHOOK_INSTANCE_NAME", value_parser = parse_instance_name)]
     pub instance_name: Option<String>,
+
+    #[command(flatten)]
+    pub nats: NatsArgs,
+}
+
+/// NATS JetStream as a second entry for events, beside `POST /api/v1/events`.
+#[derive(Debug, Clone, Args)]
+pub struct NatsArgs {
+    /// A NATS server with JetStream (`nats://127.0.0.1:4222`) to read events from. Without
+    /// it no bus is read.
+    #[arg(long, env = "OUTHOOK_NATS_URL")]
+    pub nats_url: Option<String>,
+
+    /// The JetStream stream events are read from; created (file storage) when missing.
+    #[arg(long, env = "OUTHOOK_NATS_STREAM", default_value = "OUTHOOK_EVENTS",
+          value_parser = parse_nats_name)]
+    pub nats_stream: String,
+
+    /// Comma-separated subjects of the stream when outhook creates it.
+    #[arg(
+        long,
+        env = "OUTHOOK_NATS_SUBJECTS",
+        default_value = "outhook.events.>",
+        value_delimiter = ','
+    )]
+    pub nats_subjects: Vec<String>,
+
+    /// The durable pull consumer outhook reads through; instances sharing it share the
+    /// messages.
+    #[arg(long, env = "OUTHOOK_NATS_CONSUMER", default_value = "outhook",
+          value_parser = parse_nats_name)]
+    pub nats_consumer: String,
+}
+
+/// A stream or consumer name: 1–64 characters without whitespace, `.`, `*`, `>`, `/` or `\`.
+fn parse_nats_name(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.chars().count() > 64 {
+        return Err("a NATS stream or consumer name has 1–64 characters".into());
+    }
+    if text
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || ".*>/\\".contains(c))
+    {
+        return Err(format!(
+            "'{text}' is not a NATS stream or consumer name (no spaces, '.', '*', '>', '/' or '\\')"
+        ));
+    }
+    Ok(text.to_owned())
 }
 
 /// An instance name: 1–128 characters, no control characters.

@@ -16,12 +16,14 @@ const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
 ];
 
-/// The process's counters: ingest, publish refusals, deliveries and their latency.
+/// The process's counters: ingest, publish refusals, refused bus messages, deliveries and
+/// their latency.
 #[derive(Debug, Default)]
 pub struct Metrics {
     events_ingested: AtomicU64,
     events_duplicate: AtomicU64,
     publish_rejected: AtomicU64,
+    bus_terminated: AtomicU64,
     /// By [`Outcome`], in the order of [`OUTCOMES`].
     deliveries: [AtomicU64; 3],
     latency: Histogram,
@@ -101,6 +103,11 @@ impl Metrics {
         self.publish_rejected.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A bus message that cannot be accepted was terminated (never redelivered).
+    pub fn bus_message_terminated(&self) {
+        self.bus_terminated.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn delivered(&self, outcome: Outcome, duration_ms: i64) {
         let index = match outcome {
             Outcome::Success => 0,
@@ -129,6 +136,12 @@ impl Metrics {
                 "outhook_publish_rejected_total",
                 "Publish requests refused by the rate limit or quota.",
                 &self.publish_rejected,
+            ),
+            (
+                "outhook_nats_messages_terminated_total",
+                "NATS messages that could not be accepted (bad JSON, invalid events, too \
+                 large) and were terminated instead of redelivered.",
+                &self.bus_terminated,
             ),
         ] {
             family(&mut out, name, "counter", help);

@@ -113,8 +113,89 @@ fn golden(name: &str, body: &[u8]) -> Value {
     value
 }
 
+/// An event about a conversation, a task, a suggestion or a test suite: its entity is the
+/// thread (whose `type` is its kind), the suggestion or the suite, as OpenMetadata sends it.
+fn activity(n: u32, event_type: &str, entity_type: &str, entity: Value) -> Arc<LogEvent> {
+    let id = Uuid::from_u128(0x3000 + u128::from(n));
+    let mut entity = entity;
+    entity["id"] = json!(Uuid::from_u128(0x4000 + u128::from(n)));
+    let body = json!({
+        "eventId": id,
+        "eventType": event_type,
+        "timestamp": 1705320000000i64 + i64::from(n) * 60_000,
+        "entityType": entity_type,
+        "entityId": entity["id"],
+        "userName": "alice",
+        "entity": entity,
+    });
+    Arc::new(LogEvent::new(i64::from(n), id, body.to_string()))
+}
+
+fn task_resolved(n: u32) -> Arc<LogEvent> {
+    activity(
+        n,
+        "taskResolved",
+        "thread",
+        json!({
+            "type": "Task", "about": "<#E::table::snowflake_prod.sales.public.customers::columns::email>",
+            "message": "Describe the email column", "createdBy": "alice",
+            "task": {"id": 7, "type": "RequestDescription", "status": "Closed", "closedBy": "bob",
+                     "assignees": [{"type": "user", "name": "bob"}],
+                     "newValue": "The customer's contact address"}
+        }),
+    )
+}
+
+fn post_created(n: u32) -> Arc<LogEvent> {
+    activity(
+        n,
+        "postCreated",
+        "thread",
+        json!({
+            "type": "Conversation", "about": "<#E::table::snowflake_prod.sales.public.customers>",
+            "message": "Who owns this table?", "createdBy": "alice",
+            "posts": [{"message": "The sales data team <@bob>", "from": "carol"}]
+        }),
+    )
+}
+
+fn suggestion_accepted(n: u32) -> Arc<LogEvent> {
+    activity(
+        n,
+        "suggestionAccepted",
+        "suggestion",
+        json!({
+            "type": "SuggestDescription", "entityLink": "<#E::table::snowflake_prod.sales.public.customers>",
+            "description": "Every customer who ordered since 2019", "status": "Accepted",
+            "createdBy": {"type": "user", "name": "dave"}
+        }),
+    )
+}
+
+fn test_cases_added(n: u32) -> Arc<LogEvent> {
+    activity(
+        n,
+        "logicalTestCaseAdded",
+        "testSuite",
+        json!({
+            "name": "nightly_quality", "fullyQualifiedName": "nightly_quality",
+            "tests": [{"type": "testCase", "name": "customers_email_not_null"},
+                      {"type": "testCase", "name": "customers_id_unique"}]
+        }),
+    )
+}
+
 fn cases() -> Vec<(&'static str, Vec<Arc<LogEvent>>)> {
     vec![
+        (
+            "activity",
+            vec![
+                task_resolved(5),
+                post_created(6),
+                suggestion_accepted(7),
+                test_cases_added(8),
+            ],
+        ),
         ("created", vec![created(1)]),
         ("updated", vec![updated(2)]),
         ("soft_deleted", vec![soft_deleted(3)]),
@@ -283,6 +364,103 @@ fn google_chat_golden_and_within_limits() {
     let raw = render("GoogleChat", 100, &large(60));
     let v = golden("chat_large", &raw);
     check_chat(&v, &raw);
+}
+
+/// Each of OpenMetadata's 19 event types says what happened in every chat format: its own
+/// headline, never another type's.
+#[test]
+fn every_event_type_reads_as_what_happened() {
+    let headlines = [
+        ("entityCreated", "Table created: customers_1"),
+        ("entityUpdated", "Table updated: customers_1"),
+        ("entityFieldsChanged", "Table fields changed: customers_1"),
+        ("entityNoChange", "Table saved without changes: customers_1"),
+        ("entitySoftDeleted", "Table soft-deleted: customers_1"),
+        ("entityDeleted", "Table deleted: customers_1"),
+        ("entityRestored", "Table restored: customers_1"),
+        (
+            "threadCreated",
+            "New task on table snowflake_prod.sales.public.customers",
+        ),
+        (
+            "threadUpdated",
+            "Task updated on table snowflake_prod.sales.public.customers",
+        ),
+        (
+            "postCreated",
+            "New reply in conversation on table snowflake_prod.sales.public.customers",
+        ),
+        (
+            "postUpdated",
+            "Reply edited in conversation on table snowflake_prod.sales.public.customers",
+        ),
+        (
+            "taskResolved",
+            "Task resolved on table snowflake_prod.sales.public.customers",
+        ),
+        (
+            "taskClosed",
+            "Task closed on table snowflake_prod.sales.public.customers",
+        ),
+        (
+            "logicalTestCaseAdded",
+            "Test cases added to Test suite: nightly_quality",
+        ),
+        (
+            "suggestionCreated",
+            "New suggestion on table snowflake_prod.sales.public.customers",
+        ),
+        (
+            "suggestionUpdated",
+            "Suggestion updated on table snowflake_prod.sales.public.customers",
+        ),
+        (
+            "suggestionAccepted",
+            "Suggestion accepted on table snowflake_prod.sales.public.customers",
+        ),
+        (
+            "suggestionRejected",
+            "Suggestion rejected on table snowflake_prod.sales.public.customers",
+        ),
+        (
+            "suggestionDeleted",
+            "Suggestion deleted on table snowflake_prod.sales.public.customers",
+        ),
+    ];
+    assert_eq!(
+        headlines.len(),
+        outhook::domain::event::EventType::ALL.len()
+    );
+    for (event_type, headline) in headlines {
+        let event = match event_type {
+            t if t.starts_with("entity") => event(1, t, no_changes()),
+            t @ ("threadCreated" | "threadUpdated" | "taskResolved" | "taskClosed") => {
+                let mut body: Value = serde_json::from_str(&task_resolved(1).body).unwrap();
+                body["eventType"] = json!(t);
+                Arc::new(LogEvent::new(1, Uuid::from_u128(1), body.to_string()))
+            }
+            t @ ("postCreated" | "postUpdated") => {
+                let mut body: Value = serde_json::from_str(&post_created(1).body).unwrap();
+                body["eventType"] = json!(t);
+                Arc::new(LogEvent::new(1, Uuid::from_u128(1), body.to_string()))
+            }
+            "logicalTestCaseAdded" => test_cases_added(1),
+            t => {
+                let mut body: Value = serde_json::from_str(&suggestion_accepted(1).body).unwrap();
+                body["eventType"] = json!(t);
+                Arc::new(LogEvent::new(1, Uuid::from_u128(1), body.to_string()))
+            }
+        };
+        for kind in ["Slack", "MSTeams", "GoogleChat"] {
+            let text = String::from_utf8(render(kind, 1, &[event.clone()])).unwrap();
+            assert!(
+                text.contains(headline),
+                "{kind} for {event_type} does not say '{headline}': {text}"
+            );
+        }
+        let generic: Value = serde_json::from_slice(&render("Generic", 1, &[event])).unwrap();
+        assert_eq!(generic["eventType"], event_type);
+    }
 }
 
 #[test]

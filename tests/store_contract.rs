@@ -4,7 +4,7 @@ mod common;
 
 use common::{Backend, TestDb};
 use outhook::domain::change::Version;
-use outhook::domain::token::{Role, Token, TokenName, hash_secret};
+use outhook::domain::token::{Role, SigningSecret, Token, TokenName, hash_secret};
 use outhook::domain::webhook::{FailureDetails, Resume, Webhook, WebhookStatus, WebhookType};
 use outhook::store::{self, Cursor, DispatchWrite, Include, Store, StoreError, WebhookQuery};
 use serde_json::json;
@@ -243,6 +243,7 @@ fn token(name: &str, role: Role, secret: &str) -> Token {
         name: TokenName::try_from(name.to_owned()).unwrap(),
         role,
         hash: hash_secret(secret),
+        signing_secret: None,
         created_at: 5,
         created_by: "tester".into(),
         revoked_at: None,
@@ -274,6 +275,16 @@ async fn tokens_are_found_by_hash_and_revoked(backend: Backend) {
             .unwrap()
             .is_none()
     );
+    let signed = Token {
+        signing_secret: Some(SigningSecret::try_from("0123456789abcdef-om".to_owned()).unwrap()),
+        ..token("openmetadata", Role::Publisher, "secret-4")
+    };
+    store.insert_token(&signed).await.unwrap();
+    assert_eq!(
+        store.token_by_hash(&hash_secret("secret-4")).await.unwrap(),
+        Some(signed),
+        "the signing secret is kept as given"
+    );
     assert_eq!(store.count_live_tokens(Role::Admin).await.unwrap(), 1);
     assert!(store.revoke_token(reader.id, 9).await.unwrap());
     assert!(!store.revoke_token(reader.id, 10).await.unwrap());
@@ -293,7 +304,7 @@ async fn tokens_are_found_by_hash_and_revoked(backend: Backend) {
         .collect();
     assert_eq!(
         listed.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
-        ["admin", "reader"]
+        ["admin", "openmetadata", "reader"]
     );
 }
 

@@ -7,6 +7,8 @@
 //! RSS (VmHWM) and CPU seconds. Every loop is bounded in count and time.
 //!
 //! `cargo run --release -p outhook-bench -- --backend postgres`
+//!
+//! W10 publishes to nats-server with JetStream (`--nats`, default 127.0.0.1:4222).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -32,9 +34,12 @@ struct Args {
     #[arg(long, default_value = "postgres")]
     backend: String,
     /// Which workloads, comma-separated: w1 (batchSize 1), w1b10, w2, w3 (default batchSize),
-    /// w3b1, w4, w5, w6.
-    #[arg(long, default_value = "w1,w1b10,w2,w3,w3b1,w4,w5,w6")]
+    /// w3b1, w4, w5, w6, w10 (NATS JetStream).
+    #[arg(long, default_value = "w1,w1b10,w2,w3,w3b1,w4,w5,w6,w10")]
     workloads: String,
+    /// The NATS server with JetStream that W10 publishes to.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    nats: String,
     /// A PostgreSQL server where fresh databases can be created.
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
     postgres: String,
@@ -769,6 +774,116 @@ async fn bulk(outhook: &Outhook) -> anyhow::Result<Figures> {
     Ok(vec![("committed_events_per_s", total as f64 / took)])
 }
 
+/// A stream of W10's own on the NATS server: its name, subjects and outhook's consumer.
+struct Bus {
+    js: async_nats::jetstream::Context,
+    stream: String,
+    subject: String,
+}
+
+impl Bus {
+    async fn new(url: &str) -> anyhow::Result<Self> {
+        let client = async_nats::connect(url)
+            .await
+            .with_context(|| format!("W10 needs nats-server with JetStream at {url}"))?;
+        let id = Uuid::new_v4().simple().to_string();
+        Ok(Self {
+            js: async_nats::jetstream::new(client),
+            stream: format!("OUTHOOK_BENCH_{id}"),
+            subject: format!("outhook.bench.{id}"),
+        })
+    }
+
+    /// The settings that point outhook at the stream.
+    fn env(&self, url: &str) -> Vec<(String, String)> {
+        vec![
+            ("OUTHOOK_NATS_URL".into(), url.into()),
+            ("OUTHOOK_NATS_STREAM".into(), self.stream.clone()),
+            (
+                "OUTHOOK_NATS_SUBJECTS".into(),
+                format!("{}.>", self.subject),
+            ),
+            ("OUTHOOK_NATS_CONSUMER".into(), "outhook_bench".into()),
+        ]
+    }
+
+    async fn remove(self) {
+        let _ = self.js.delete_stream(&self.stream).await;
+    }
+}
+
+/// outhook's `outhook_events_ingested_total`: events committed to the log.
+async fn committed(outhook: &Outhook) -> anyhow::Result<u64> {
+    let text = outhook
+        .client
+        .get(format!("{}/metrics", outhook.base))
+        .send()
+        .await?
+        .text()
+        .await?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("outhook_events_ingested_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .context("/metrics has no outhook_events_ingested_total")
+}
+
+/// W10: 100,000 events published to JetStream in messages of 100 (8 publishers, each
+/// waiting for JetStream's acknowledgement), timed from the first publish until outhook
+/// has committed all of them to the log.
+async fn bus_ingest(outhook: &Outhook, bus: &Bus) -> anyhow::Result<Figures> {
+    let total = 100_000;
+    let per_message = 100;
+    // outhook creates the stream when it starts reading; wait for it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while bus.js.get_stream(&bus.stream).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("outhook did not create the stream {}", bus.stream);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (next, js, subject) = (
+            next.clone(),
+            bus.js.clone(),
+            format!("{}.tables", bus.subject),
+        );
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let from = next.fetch_add(per_message, Ordering::Relaxed);
+                if from >= total {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                let events = (from..(from + per_message).min(total)).map(event).collect();
+                let payload = serde_json::to_vec(&stamped(events))?;
+                js.publish(subject.clone(), payload.into()).await?.await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let published = started.elapsed().as_secs_f64();
+    let deadline = Instant::now() + WORKLOAD_LIMIT;
+    let mut done = committed(outhook).await?;
+    while (done as usize) < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        done = committed(outhook).await?;
+    }
+    let took = started.elapsed().as_secs_f64();
+    Ok(vec![
+        ("published_s", published),
+        ("committed_s", took),
+        ("committed_events_per_s", done as f64 / took),
+        (
+            "not_committed_in_90s",
+            (total - (done as usize).min(total)) as f64,
+        ),
+    ])
+}
+
 async fn run(
     binary: &PathBuf,
     args: &Args,
@@ -778,7 +893,16 @@ async fn run(
     base: &str,
 ) -> anyhow::Result<Figures> {
     let db = Db::fresh(backend, &args.postgres).await?;
-    let outhook = Outhook::start(binary, &db.url, &args.server_env).await?;
+    let bus = if workload == "w10" {
+        Some(Bus::new(&args.nats).await?)
+    } else {
+        None
+    };
+    let mut env = args.server_env.clone();
+    if let Some(bus) = &bus {
+        env.extend(bus.env(&args.nats));
+    }
+    let outhook = Outhook::start(binary, &db.url, &env).await?;
     let ok = format!("{base}/ok");
     let result = match workload {
         "w1" => fan_out(&outhook, rx, &ok, 1, 10, 10).await,
@@ -789,6 +913,10 @@ async fn run(
         "w4" => fan_out(&outhook, rx, &ok, 1, 10_000, 10).await,
         "w5" => catch_up(&outhook, rx, &ok).await,
         "w6" => bulk(&outhook).await,
+        "w10" => match &bus {
+            Some(bus) => bus_ingest(&outhook, bus).await,
+            None => unreachable!("W10 has its stream"),
+        },
         other => Err(anyhow::anyhow!("unknown workload {other}")),
     };
     let mut figures = result?;
@@ -796,6 +924,9 @@ async fn run(
     figures.push(("cpu_s", outhook.cpu_seconds()));
     outhook.stop();
     db.remove().await;
+    if let Some(bus) = bus {
+        bus.remove().await;
+    }
     Ok(figures)
 }
 

@@ -57,6 +57,8 @@ pub enum ApiError {
     #[error("a valid bearer token is required (Authorization: Bearer <token>)")]
     Unauthorized,
     #[error("{0}")]
+    BadSignature(String),
+    #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
@@ -97,7 +99,7 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::BadSignature(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -137,6 +139,18 @@ impl From<ServiceError> for ApiError {
         match err {
             ServiceError::Malformed(message) => Self::BadRequest(message),
             ServiceError::Invalid { field, message } => Self::invalid(field, message),
+            ServiceError::InvalidEvents(faults) => Self::Invalid(
+                faults
+                    .into_iter()
+                    .map(|f| FieldError {
+                        index: Some(f.index),
+                        field: f.field,
+                        message: f.message,
+                    })
+                    .collect(),
+            ),
+            ServiceError::TooMany(message) => Self::TooLarge(message),
+            ServiceError::BadSignature(message) => Self::BadSignature(message),
             ServiceError::Forbidden(message) => Self::Forbidden(message),
             ServiceError::NotFound(message) => Self::NotFound(message),
             ServiceError::Conflict(message) => Self::Conflict(message),

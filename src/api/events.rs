@@ -4,16 +4,15 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
-use serde_json::Value;
+use axum::http::{HeaderMap, StatusCode};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
 use super::auth::Caller;
-use super::error::{ApiError, ErrorBody, FieldError};
-use super::extract::JsonBody;
+use super::error::{ApiError, ErrorBody};
+use super::extract::{RawJsonBody, parse_json};
 use super::schemas::PublishBody;
-use crate::domain::event::NewEvent;
+use crate::domain::signature::OM_SIGNATURE_HEADER;
 use crate::domain::token::Permission;
 use crate::service::Published;
 
@@ -25,12 +24,15 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
 }
 
 /// Publish one ChangeEvent, or an array of them. All or nothing: if any event is invalid,
-/// none is stored and every bad one is listed by index and field.
+/// none is stored and every bad one is listed by index and field. When the publisher's
+/// token has a signing secret, the body must carry `X-OM-Signature: sha256=<base64
+/// HMAC-SHA256(secret, body)>`, as OpenMetadata signs it.
 #[utoipa::path(post, path = "/api/v1/events", tag = "events",
     request_body(content = PublishBody, content_type = "application/json"),
     responses(
         (status = 202, description = "Committed to the event log", body = Published),
         (status = 400, description = "The body is not JSON, nor an event object or an array", body = ErrorBody),
+        (status = 401, description = "No valid bearer token, or (a token with a signing secret) X-OM-Signature missing or not matching the body", body = ErrorBody),
         (status = 413, description = "Body over 16 MiB, or more events than allowed per request", body = ErrorBody),
         (status = 422, description = "Invalid events, each named by index and field", body = ErrorBody),
         (status = 429, description = "Rate limit or daily quota of the token", body = ErrorBody,
@@ -38,11 +40,14 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         (status = 503, description = "The event log cannot be written (the database does not answer, or outhook is stopping)",
             body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again")))),
+    params(("X-OM-Signature" = Option<String>, Header,
+        description = "sha256=<base64 HMAC-SHA256(signing secret, body)>: required when the token has a signing secret")),
     security(("bearer" = [])))]
 async fn publish_events(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    JsonBody(body): JsonBody<MAX_PUBLISH_BYTES>,
+    headers: HeaderMap,
+    RawJsonBody(raw): RawJsonBody<MAX_PUBLISH_BYTES>,
 ) -> Result<(StatusCode, Json<Published>), ApiError> {
     caller.require(Permission::Publish)?;
     state
@@ -55,45 +60,15 @@ async fn publish_events(
                 retry_after_secs: refusal.retry_after_secs,
             }
         })?;
-    let items = match body {
-        Value::Array(items) => items,
-        object @ Value::Object(_) => vec![object],
-        _ => {
-            return Err(ApiError::BadRequest(
-                "the body must be an event object or an array of events".into(),
-            ));
-        }
-    };
-    if items.is_empty() {
-        return Err(ApiError::invalid("body", "the array holds no events"));
-    }
-    if items.len() > state.max_events_per_request {
-        return Err(ApiError::TooLarge(format!(
-            "at most {} events per request (got {})",
-            state.max_events_per_request,
-            items.len()
-        )));
-    }
-    let now = state.clock.now_ms();
-    let mut events = Vec::with_capacity(items.len());
-    let mut errors = Vec::new();
-    for (index, item) in items.into_iter().enumerate() {
-        match NewEvent::parse(item, now) {
-            Ok(event) => events.push(event),
-            Err(e) => errors.push(FieldError {
-                index: Some(index),
-                field: if e.field.is_empty() {
-                    "event".into()
-                } else {
-                    e.field
-                },
-                message: e.message,
-            }),
-        }
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::Invalid(errors));
-    }
+    let signature = headers
+        .get(OM_SIGNATURE_HEADER)
+        .map(|v| v.to_str().unwrap_or(""));
+    state.service.check_signature(&caller, signature, &raw)?;
+    let body = parse_json(&raw)?;
+    drop(raw);
+    let events = state
+        .service
+        .read_events(body, state.max_events_per_request)?;
     let published = state.service.publish(events).await?;
     Ok((StatusCode::ACCEPTED, Json(published)))
 }

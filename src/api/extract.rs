@@ -13,6 +13,23 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// A JSON body sent as `application/json`, of at most `LIMIT` bytes.
 pub struct JsonBody<const LIMIT: usize = MAX_BODY_BYTES>(pub Value);
 
+/// The exact bytes of a body sent as `application/json`, of at most `LIMIT` bytes: for a
+/// signature over the body as received. [`parse_json`] reads it.
+pub struct RawJsonBody<const LIMIT: usize>(pub Bytes);
+
+impl<S: Send + Sync, const LIMIT: usize> FromRequest<S> for RawJsonBody<LIMIT> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
+        Ok(Self(read_body(req, "application/json", LIMIT).await?))
+    }
+}
+
+/// A body's JSON; not JSON is a 400.
+pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON: {e}")))
+}
+
 /// An RFC 6902 document sent as `application/json-patch+json`.
 pub struct JsonPatchBody(pub json_patch::Patch);
 
@@ -20,9 +37,7 @@ impl<S: Send + Sync, const LIMIT: usize> FromRequest<S> for JsonBody<LIMIT> {
     type Rejection = ApiError;
     async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
         let bytes = read_body(req, "application/json", LIMIT).await?;
-        let value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON: {e}")))?;
-        Ok(Self(value))
+        Ok(Self(parse_json(&bytes)?))
     }
 }
 

@@ -31,7 +31,7 @@ use error::ApiError;
 /// What every handler can reach.
 pub struct AppState {
     /// Every action a handler calls.
-    pub service: Service,
+    pub service: Arc<Service>,
     /// The time a publish is judged at (rate limits, events without a timestamp).
     pub clock: Arc<dyn Clock>,
     pub limiter: crate::bus::ratelimit::RateLimiter,

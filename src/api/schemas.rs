@@ -43,7 +43,11 @@ macro_rules! written_schema {
 
 written_schema!(
     /// A ChangeEvent as a producer sends it (see `domain::event`).
-    ChangeEvent, needs [EventType, EventFieldChanges]
+    ChangeEvent, needs [EventType, ChangeDescription]
+);
+written_schema!(
+    /// A ChangeEvent's `changeDescription` or `incrementalChangeDescription`.
+    ChangeDescription, needs [EventFieldChanges]
 );
 written_schema!(
     /// The changed fields of a ChangeEvent's `changeDescription`.
@@ -70,56 +74,74 @@ pub fn written() -> Vec<(&'static str, Value)> {
             json!({
                 "type": "object",
                 "description": format!(
-                    "An OpenMetadata ChangeEvent. The envelope is closed (unknown fields are \
-                     refused); `entity` is open. At most {} KiB once serialized.",
+                    "OpenMetadata's ChangeEvent, every field of it. The envelope is closed \
+                     (unknown fields are refused); `entity` is open. At most {} KiB once \
+                     serialized.",
                     MAX_EVENT_BYTES / 1024
                 ),
-                "required": ["eventType", "entity"],
+                "required": ["eventType"],
                 "additionalProperties": false,
                 "not": {"required": ["eventId", "id"]},
                 "properties": {
                     "eventId": {"type": ["string", "null"], "format": "uuid",
                         "description": "Generated when absent. An eventId already in the log is acknowledged and not stored again."},
                     "id": {"type": ["string", "null"], "format": "uuid",
-                        "description": "Another name for eventId (one of the two)."},
+                        "description": "OpenMetadata's name for eventId (one of the two)."},
                     "eventType": {"$ref": "#/components/schemas/EventType"},
                     "timestamp": {"type": ["integer", "null"], "format": "int64",
                         "minimum": 1, "maximum": 253_402_300_799_999i64,
                         "description": "Milliseconds since the epoch; now when absent."},
                     "entityType": {"type": ["string", "null"], "pattern": ENTITY_TYPE_PATTERN,
-                        "description": "When given, equal to entity.type."},
+                        "description": "The entity type; else entity.type. When both are given they agree (except for thread and suggestion, whose entity's type is their kind)."},
                     "entityId": {"type": ["string", "null"], "format": "uuid",
-                        "description": "When given, equal to entity.id."},
+                        "description": "When given with an entity, equal to entity.id. With entityType, the entity may be left out."},
+                    "domains": {"type": ["array", "null"], "items": {"type": "string", "format": "uuid"},
+                        "description": "The ids of the entity's domains; `domain:<id>` filters match them."},
                     "entityFullyQualifiedName": {"type": ["string", "null"], "maxLength": 1024},
                     "userName": {"type": ["string", "null"], "maxLength": 256},
-                    "changeDescription": {"oneOf": [
+                    "impersonatedBy": {"type": ["string", "null"], "maxLength": 256,
+                        "description": "The bot that acted on the user's behalf."},
+                    "changeDescription": {"$ref": "#/components/schemas/ChangeDescription"},
+                    "incrementalChangeDescription": {"$ref": "#/components/schemas/ChangeDescription"},
+                    "entity": {"oneOf": [
                         {"type": "null"},
                         {
                             "type": "object",
-                            "additionalProperties": false,
+                            "description": "The entity the event is about; fields beyond these are kept as sent.",
+                            "required": ["id"],
                             "properties": {
-                                "fieldsAdded": {"$ref": "#/components/schemas/EventFieldChanges"},
-                                "fieldsUpdated": {"$ref": "#/components/schemas/EventFieldChanges"},
-                                "fieldsDeleted": {"$ref": "#/components/schemas/EventFieldChanges"},
-                                "previousVersion": {"type": ["number", "null"]}
+                                "id": {"type": "string", "format": "uuid"},
+                                "type": {"description": "The entity type (pattern as entityType), or a thread's or suggestion's kind."},
+                                "name": {"type": ["string", "null"], "maxLength": 256},
+                                "fullyQualifiedName": {"type": ["string", "null"], "maxLength": 1024}
                             }
-                        }
+                        },
+                        {"type": "string", "contentMediaType": "application/json",
+                            "description": "The entity as a string of JSON (as OpenMetadata sends it): an object as above. Stored as the object."}
                     ]},
-                    "entity": {
-                        "type": "object",
-                        "description": "The entity the event is about; fields beyond these are kept as sent.",
-                        "required": ["id", "type"],
-                        "properties": {
-                            "id": {"type": "string", "format": "uuid"},
-                            "type": {"type": "string", "pattern": ENTITY_TYPE_PATTERN},
-                            "name": {"type": ["string", "null"], "maxLength": 256},
-                            "fullyQualifiedName": {"type": ["string", "null"], "maxLength": 1024}
-                        }
-                    },
                     "previousVersion": {"type": ["number", "null"]},
                     "currentVersion": {"type": ["number", "null"]}
                 }
             }),
+        ),
+        (
+            "ChangeDescription",
+            json!({"oneOf": [
+                {"type": "null"},
+                {
+                    "type": "object",
+                    "description": "What changed: fields added, updated and deleted.",
+                    "additionalProperties": false,
+                    "properties": {
+                        "fieldsAdded": {"$ref": "#/components/schemas/EventFieldChanges"},
+                        "fieldsUpdated": {"$ref": "#/components/schemas/EventFieldChanges"},
+                        "fieldsDeleted": {"$ref": "#/components/schemas/EventFieldChanges"},
+                        "previousVersion": {"type": ["number", "null"]},
+                        "changeSummary": {"type": ["object", "null"],
+                            "description": "Who changed each field and how (OpenMetadata's changeSummaryMap)."}
+                    }
+                }
+            ]}),
         ),
         (
             "EventFieldChanges",

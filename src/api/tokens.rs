@@ -15,7 +15,8 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{JsonBody, path_id};
 use crate::clock::Millis;
-use crate::domain::token::{Permission, Role, Token, TokenName};
+use crate::domain::token::{Permission, Role, SigningSecret, Token, TokenName};
+use crate::domain::webhook::MASKED_SECRET;
 use crate::service::parse;
 
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
@@ -26,11 +27,16 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
 
 /// A token to issue.
 #[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateToken {
     /// Unique; shown as `updatedBy` on what the token changes.
     pub name: TokenName,
     pub role: Role,
+    /// Publisher tokens only: a shared secret (16–256 characters) that every publish must
+    /// be signed with, as OpenMetadata signs its webhook calls: `X-OM-Signature:
+    /// sha256=<base64 HMAC-SHA256(secret, body)>`. Never shown again.
+    #[serde(default)]
+    pub signing_secret: Option<SigningSecret>,
 }
 
 /// A token as listed (never its secret).
@@ -44,6 +50,10 @@ pub struct TokenView {
     pub created_by: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<Millis>,
+    /// `********` when the token's publishes must be signed; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "********")]
+    pub signing_secret: Option<&'static str>,
 }
 
 impl From<&Token> for TokenView {
@@ -55,6 +65,7 @@ impl From<&Token> for TokenView {
             created_at: t.created_at,
             created_by: t.created_by.clone(),
             revoked_at: t.revoked_at,
+            signing_secret: t.signing_secret.as_ref().map(|_| MASKED_SECRET),
         }
     }
 }
@@ -87,8 +98,15 @@ async fn create_token(
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<IssuedToken>), ApiError> {
     caller.require(Permission::Manage)?;
-    let CreateToken { name, role } = parse(body)?;
-    let issued = state.service.issue_token(name, role, &caller).await?;
+    let CreateToken {
+        name,
+        role,
+        signing_secret,
+    } = parse(body)?;
+    let issued = state
+        .service
+        .issue_token(name, role, signing_secret, &caller)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(IssuedToken {

@@ -2,6 +2,7 @@
 //! acknowledged. Concurrent publishes share one transaction (group commit): while one
 //! commit is in flight, the next requests queue up and go together in the next one.
 
+pub mod nats;
 pub mod ratelimit;
 
 use std::sync::Arc;

@@ -10,12 +10,21 @@ use super::{checked_string, str_enum};
 use crate::clock::Millis;
 
 str_enum! {
-    /// The lifecycle events a filter can select. `entityRestored` extends the seed's enum,
-    /// since the SPEC lists it among the events.
+    /// OpenMetadata's event types (its `changeEventType.json`): an entity's lifecycle, the
+    /// conversation threads and tasks about it, test cases added to a logical test suite,
+    /// and suggestions made on it.
     pub enum EventType {
         EntityCreated => "entityCreated", EntityUpdated => "entityUpdated",
+        EntityFieldsChanged => "entityFieldsChanged", EntityNoChange => "entityNoChange",
         EntitySoftDeleted => "entitySoftDeleted", EntityDeleted => "entityDeleted",
         EntityRestored => "entityRestored",
+        ThreadCreated => "threadCreated", ThreadUpdated => "threadUpdated",
+        PostCreated => "postCreated", PostUpdated => "postUpdated",
+        TaskResolved => "taskResolved", TaskClosed => "taskClosed",
+        LogicalTestCaseAdded => "logicalTestCaseAdded",
+        SuggestionCreated => "suggestionCreated", SuggestionUpdated => "suggestionUpdated",
+        SuggestionAccepted => "suggestionAccepted", SuggestionRejected => "suggestionRejected",
+        SuggestionDeleted => "suggestionDeleted",
     }
 }
 
@@ -47,8 +56,13 @@ pub const MAX_EVENT_BYTES: usize = 256 * 1024;
 /// Timestamps are milliseconds; anything past year 9999 is a mistake (likely nanoseconds).
 const MAX_TIMESTAMP: i64 = 253_402_300_799_999;
 
-/// The shape a producer sends: OpenMetadata's ChangeEvent. `entity` is open (entities have
-/// many fields); the envelope is closed.
+/// Entity types whose entity has a `type` field of its own meaning (a thread's kind,
+/// `Conversation` or `Task`; a suggestion's, `SuggestDescription`): for them `entity.type`
+/// is not compared with `entityType`.
+const OWN_TYPE_FIELD: [&str; 2] = ["thread", "suggestion"];
+
+/// The shape a producer sends: OpenMetadata's ChangeEvent (its `changeEvent.json`, every
+/// field). `entity` is open (entities have many fields); the envelope is closed.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[allow(dead_code)] // fields are read for validation; the stored body is the JSON itself
@@ -59,10 +73,18 @@ struct EventInput {
     timestamp: Option<i64>,
     entity_type: Option<EntityTypeName>,
     entity_id: Option<Uuid>,
+    /// The ids of the domains the entity belongs to.
+    domains: Option<Vec<Uuid>>,
     entity_fully_qualified_name: Option<Text<1024>>,
     user_name: Option<Text<256>>,
+    /// The bot that acted on the user's behalf.
+    impersonated_by: Option<Text<256>>,
     change_description: Option<ChangeInput>,
-    entity: EntityInput,
+    /// The change this event alone made (`changeDescription` may sum up several).
+    incremental_change_description: Option<ChangeInput>,
+    /// An object, or (as OpenMetadata stores and sends it) a string holding one; read by
+    /// [`entity_object`].
+    entity: Option<Value>,
     previous_version: Option<f64>,
     current_version: Option<f64>,
 }
@@ -72,8 +94,9 @@ struct EventInput {
 #[allow(dead_code)]
 struct EntityInput {
     id: Uuid,
+    /// The entity type for most entities; a thread's or suggestion's kind for those.
     #[serde(rename = "type")]
-    kind: EntityTypeName,
+    kind: Option<Value>,
     name: Option<Text<256>>,
     fully_qualified_name: Option<Text<1024>>,
     #[serde(flatten)]
@@ -91,6 +114,8 @@ struct ChangeInput {
     #[serde(default)]
     fields_deleted: Vec<FieldChangeInput>,
     previous_version: Option<f64>,
+    /// Who changed which field and how (OpenMetadata's `changeSummaryMap`).
+    change_summary: Option<Map<String, Value>>,
 }
 
 #[derive(Deserialize)]
@@ -134,6 +159,10 @@ pub struct EventError {
 
 impl NewEvent {
     /// Validates one event; `now` fills a missing timestamp, a new UUID a missing eventId.
+    ///
+    /// The stored body is the event as sent with `eventId` (for `id`), `timestamp`,
+    /// `entityType`, `entityId` and `entityFullyQualifiedName` filled in, and `entity` as an
+    /// object when it came as a string holding one.
     pub fn parse(mut value: Value, now: Millis) -> Result<Self, EventError> {
         let err = |field: &str, message: String| EventError {
             field: field.into(),
@@ -142,13 +171,7 @@ impl NewEvent {
         if !value.is_object() {
             return Err(err("", "an event is a JSON object".into()));
         }
-        let input: EventInput = serde_path_to_error::deserialize(&value).map_err(|e| {
-            let message = e.inner().to_string();
-            EventError {
-                field: super::error_field(&e.path().to_string(), &message),
-                message,
-            }
-        })?;
+        let input: EventInput = deserialize(&value, "")?;
         let timestamp = input.timestamp.unwrap_or(now);
         if !(1..=MAX_TIMESTAMP).contains(&timestamp) {
             return Err(err(
@@ -156,34 +179,43 @@ impl NewEvent {
                 format!("must be milliseconds since the epoch (got {timestamp})"),
             ));
         }
-        let entity_type = input.entity.kind.as_str().to_owned();
-        if entity_type == "*" {
-            return Err(err("entity.type", "'*' is not an entity type".into()));
-        }
-        if input
-            .entity_type
+        let entity_object = entity_object(input.entity)?;
+        let entity: Option<EntityInput> = entity_object
             .as_ref()
-            .is_some_and(|t| t.as_str() != entity_type)
-        {
-            return Err(err("entityType", "does not match entity.type".into()));
+            .map(|e| deserialize(e, "entity"))
+            .transpose()?;
+        if entity.is_none() && (input.entity_type.is_none() || input.entity_id.is_none()) {
+            return Err(err(
+                "entity",
+                "missing field `entity` (it may be left out when entityType and entityId are given)"
+                    .into(),
+            ));
         }
-        if input.entity_id.is_some_and(|id| id != input.entity.id) {
-            return Err(err("entityId", "does not match entity.id".into()));
-        }
+        let entity_type = entity_type(input.entity_type.as_ref(), entity.as_ref())?;
+        let entity_id = match (input.entity_id, entity.as_ref().map(|e| e.id)) {
+            (Some(given), Some(inner)) if given != inner => {
+                return Err(err("entityId", "does not match entity.id".into()));
+            }
+            (Some(id), _) | (None, Some(id)) => id,
+            (None, None) => unreachable!("an event without an entity has an entityId"),
+        };
         let event_id = input.event_id.unwrap_or_else(Uuid::new_v4);
         let object = value.as_object_mut().expect("checked above");
         object.remove("id");
         object.insert("eventId".into(), Value::String(event_id.to_string()));
         object.insert("timestamp".into(), Value::from(timestamp));
         object.insert("entityType".into(), Value::String(entity_type.clone()));
-        object.insert(
-            "entityId".into(),
-            Value::String(input.entity.id.to_string()),
-        );
-        if let Some(fqn) = &input.entity.fully_qualified_name {
+        object.insert("entityId".into(), Value::String(entity_id.to_string()));
+        if let Some(fqn) = entity
+            .as_ref()
+            .and_then(|e| e.fully_qualified_name.as_ref())
+        {
             object
                 .entry("entityFullyQualifiedName")
                 .or_insert_with(|| Value::String(fqn.as_str().to_owned()));
+        }
+        if let Some(entity) = entity_object {
+            object.insert("entity".into(), entity);
         }
         let body = serde_json::to_string(&value).expect("a JSON value serializes");
         if body.len() > MAX_EVENT_BYTES {
@@ -205,6 +237,82 @@ impl NewEvent {
     }
 }
 
+/// Deserializes `value`, naming a bad field by its path under `prefix`.
+fn deserialize<T: serde::de::DeserializeOwned>(
+    value: &Value,
+    prefix: &str,
+) -> Result<T, EventError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let message = e.inner().to_string();
+        let field = super::error_field(&e.path().to_string(), &message);
+        EventError {
+            field: match (prefix, field.as_str()) {
+                (prefix, "") => prefix.to_owned(),
+                ("", field) => field.to_owned(),
+                (prefix, field) => format!("{prefix}.{field}"),
+            },
+            message,
+        }
+    })
+}
+
+/// `entity` as an object: OpenMetadata sends the entity as a string of JSON (it stores it
+/// so), other producers as the object itself; absent and `null` mean none was sent.
+fn entity_object(entity: Option<Value>) -> Result<Option<Value>, EventError> {
+    let refuse = |message: &str| EventError {
+        field: "entity".into(),
+        message: message.into(),
+    };
+    match entity {
+        None | Some(Value::Null) => Ok(None),
+        Some(object @ Value::Object(_)) => Ok(Some(object)),
+        Some(Value::String(text)) => match serde_json::from_str::<Value>(&text) {
+            Ok(object @ Value::Object(_)) => Ok(Some(object)),
+            _ => Err(refuse("a string entity must hold a JSON object")),
+        },
+        Some(_) => Err(refuse("must be an object, or a string holding one")),
+    }
+}
+
+/// The event's entity type: `entityType`, or else `entity.type`; when both are given they
+/// agree, except for entities whose `type` means something else ([`OWN_TYPE_FIELD`]).
+fn entity_type(
+    given: Option<&EntityTypeName>,
+    entity: Option<&EntityInput>,
+) -> Result<String, EventError> {
+    let err = |field: &str, message: String| EventError {
+        field: field.into(),
+        message,
+    };
+    let inner = entity.and_then(|e| e.kind.as_ref());
+    let entity_type = match (given, inner) {
+        (Some(given), _) if OWN_TYPE_FIELD.contains(&given.as_str()) => given.as_str().to_owned(),
+        (given, Some(inner)) => {
+            let inner: EntityTypeName = deserialize(inner, "entity.type")?;
+            if given.is_some_and(|g| g != &inner) {
+                return Err(err("entityType", "does not match entity.type".into()));
+            }
+            inner.as_str().to_owned()
+        }
+        (Some(given), None) => given.as_str().to_owned(),
+        (None, None) => {
+            return Err(err(
+                "entityType",
+                "missing field `entityType` (nor has the entity a `type`)".into(),
+            ));
+        }
+    };
+    if entity_type == "*" {
+        let field = if given.is_some() {
+            "entityType"
+        } else {
+            "entity.type"
+        };
+        return Err(err(field, "'*' is not an entity type".into()));
+    }
+    Ok(entity_type)
+}
+
 /// What filters look at in an event, read once from its stored body.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EventFacts {
@@ -215,7 +323,8 @@ pub struct EventFacts {
     pub user_name: Option<String>,
     /// Names from fieldsAdded, fieldsUpdated and fieldsDeleted.
     pub changed_fields: Vec<String>,
-    /// Names and fully qualified names of the entity's domain(s).
+    /// Names, fully qualified names and ids of the entity's domain(s), and the ids in the
+    /// event's `domains`.
     pub domains: Vec<String>,
     /// Names and fully qualified names of the entity's owner(s).
     pub owners: Vec<String>,
@@ -226,8 +335,14 @@ pub struct EventFacts {
 #[serde(rename_all = "camelCase")]
 struct FactsInput {
     event_type: Option<EventType>,
+    entity_type: Option<String>,
+    entity_id: Option<Uuid>,
+    entity_fully_qualified_name: Option<String>,
+    #[serde(default)]
+    domains: Vec<Uuid>,
     user_name: Option<String>,
     change_description: Option<FactsChange>,
+    incremental_change_description: Option<FactsChange>,
     entity: Option<FactsEntity>,
 }
 
@@ -252,7 +367,7 @@ struct FactsField {
 struct FactsEntity {
     id: Option<Uuid>,
     #[serde(rename = "type")]
-    kind: Option<String>,
+    kind: Option<Value>,
     fully_qualified_name: Option<String>,
     updated_by: Option<String>,
     domain: Option<Value>,
@@ -270,20 +385,41 @@ impl EventFacts {
             return Self::default();
         };
         let entity = input.entity.unwrap_or_default();
-        let change = input.change_description.unwrap_or_default();
-        let changed_fields = change
-            .fields_added
-            .into_iter()
-            .chain(change.fields_updated)
-            .chain(change.fields_deleted)
-            .map(|f| f.name)
-            .collect();
+        let mut changed_fields: Vec<String> = Vec::new();
+        for change in [
+            input.change_description,
+            input.incremental_change_description,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            for field in change
+                .fields_added
+                .into_iter()
+                .chain(change.fields_updated)
+                .chain(change.fields_deleted)
+            {
+                if !changed_fields.contains(&field.name) {
+                    changed_fields.push(field.name);
+                }
+            }
+        }
         let mut domains = Vec::new();
-        references(entity.domain.as_ref(), &mut domains);
-        references(entity.domains.as_ref(), &mut domains);
+        // A domain is named by its name, its fully qualified name or its id (the event's
+        // own `domains` holds ids only).
+        let domain_keys = ["name", "fullyQualifiedName", "id"];
+        references(entity.domain.as_ref(), &domain_keys, &mut domains);
+        references(entity.domains.as_ref(), &domain_keys, &mut domains);
+        for id in input.domains {
+            let id = id.to_string();
+            if !domains.contains(&id) {
+                domains.push(id);
+            }
+        }
         let mut owners = Vec::new();
-        references(entity.owner.as_ref(), &mut owners);
-        references(entity.owners.as_ref(), &mut owners);
+        let owner_keys = ["name", "fullyQualifiedName"];
+        references(entity.owner.as_ref(), &owner_keys, &mut owners);
+        references(entity.owners.as_ref(), &owner_keys, &mut owners);
         let tags = entity
             .tags
             .as_ref()
@@ -294,11 +430,18 @@ impl EventFacts {
                     .collect()
             })
             .unwrap_or_default();
+        let entity_kind = entity
+            .kind
+            .as_ref()
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         Self {
             event_type: input.event_type,
-            entity_type: entity.kind.unwrap_or_default(),
-            entity_id: entity.id,
-            fqn: entity.fully_qualified_name,
+            entity_type: input.entity_type.or(entity_kind).unwrap_or_default(),
+            entity_id: input.entity_id.or(entity.id),
+            fqn: entity
+                .fully_qualified_name
+                .or(input.entity_fully_qualified_name),
             user_name: input.user_name.or(entity.updated_by),
             changed_fields,
             domains,
@@ -308,10 +451,11 @@ impl EventFacts {
     }
 }
 
-/// Collects `name` and `fullyQualifiedName` of one entity reference or a list of them.
-fn references(value: Option<&Value>, into: &mut Vec<String>) {
+/// Collects the `keys` (`name`, `fullyQualifiedName`, …) of one entity reference or a list
+/// of them.
+fn references(value: Option<&Value>, keys: &[&str], into: &mut Vec<String>) {
     let mut one = |r: &Value| {
-        for key in ["name", "fullyQualifiedName"] {
+        for key in keys {
             if let Some(s) = r.get(key).and_then(Value::as_str)
                 && !into.iter().any(|v| v == s)
             {
@@ -436,5 +580,90 @@ mod tests {
             facts.fqn.as_deref(),
             Some("snowflake_prod.sales.public.customers")
         );
+    }
+
+    /// What an OpenMetadata server sends (`tests/fixtures`): every field of its ChangeEvent,
+    /// the entity as a string of JSON.
+    fn openmetadata_event() -> Value {
+        serde_json::from_str(include_str!(
+            "../../tests/fixtures/openmetadata_change_event.json"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn openmetadata_change_events_are_accepted_whole() {
+        let event = NewEvent::parse(openmetadata_event(), 1).unwrap();
+        assert_eq!(
+            event.event_id.to_string(),
+            "3e9b1c2d-4f5a-4b6c-8d7e-9f0a1b2c3d4e"
+        );
+        assert_eq!(event.entity_type, "table");
+        let body: Value = serde_json::from_str(&event.body).unwrap();
+        assert!(body.get("id").is_none());
+        assert_eq!(
+            body["entity"]["name"], "customers",
+            "the entity is an object"
+        );
+        assert!(body["incrementalChangeDescription"].is_object());
+        let facts = EventFacts::from_body(&event.body);
+        assert_eq!(facts.changed_fields, ["tags"]);
+        assert_eq!(
+            facts.domains,
+            ["Sales", "9d8c7b6a-5f4e-4d3c-8b2a-19f0e1d2c3b4"]
+        );
+        assert_eq!(facts.owners, ["john.doe"]);
+        assert_eq!(facts.tags, ["PII.Sensitive"]);
+        for (field, bad) in [
+            ("/domains", json!(["Sales"])),
+            ("/incrementalChangeDescription", json!({"fieldsAdded": 1})),
+            ("/entity", json!("not json")),
+            ("/entity", json!(7)),
+        ] {
+            let mut v = openmetadata_event();
+            *v.pointer_mut(field).unwrap() = bad;
+            let e = NewEvent::parse(v, 1).expect_err(field);
+            assert!(e.field.starts_with(&field[1..]), "{field}: {e:?}");
+        }
+        let mut v = openmetadata_event();
+        v["impersonatedBy"] = json!("ingestion-bot");
+        v["changeDescription"]["changeSummary"] = json!({});
+        assert!(NewEvent::parse(v, 1).is_ok());
+        let mut v = openmetadata_event();
+        v["entityUrl"] = json!("http://x");
+        assert_eq!(NewEvent::parse(v, 1).unwrap_err().field, "entityUrl");
+    }
+
+    #[test]
+    fn every_openmetadata_event_type_is_accepted() {
+        assert_eq!(EventType::ALL.len(), 19);
+        for t in EventType::ALL {
+            let mut v = seed_event();
+            v["eventType"] = json!(t.as_str());
+            let event = NewEvent::parse(v, 1).unwrap();
+            assert_eq!(event.event_type, *t);
+            assert_eq!(EventFacts::from_body(&event.body).event_type, Some(*t));
+        }
+    }
+
+    #[test]
+    fn threads_and_suggestions_keep_their_own_type_field() {
+        let thread = json!({
+            "eventType": "threadCreated", "entityType": "thread",
+            "entityId": "11111111-2222-4333-8444-555555555555", "timestamp": 1,
+            "entity": {"id": "11111111-2222-4333-8444-555555555555", "type": "Conversation",
+                       "about": "<#E::table::snowflake_prod.sales.public.customers>",
+                       "message": "Is this table still used?", "createdBy": "alice"}
+        });
+        let event = NewEvent::parse(thread, 1).unwrap();
+        assert_eq!(event.entity_type, "thread");
+        let bare = json!({
+            "eventType": "entityDeleted", "entityType": "table",
+            "entityId": "11111111-2222-4333-8444-555555555555", "timestamp": 1
+        });
+        assert_eq!(NewEvent::parse(bare, 1).unwrap().entity_type, "table");
+        let mut mismatch = seed_event();
+        mismatch["entityType"] = json!("suggestion");
+        assert!(NewEvent::parse(mismatch, 1).is_ok());
     }
 }

@@ -50,6 +50,57 @@ checked_string!(
     }
 );
 
+/// The shortest and longest signing secret accepted, in characters.
+pub const SIGNING_SECRET_CHARS: (usize, usize) = (16, 256);
+
+/// A publisher's signing secret: the key of the HMAC that signs each publish body
+/// (OpenMetadata's `secretKey`). Stored as given, since verifying needs it; never shown,
+/// and its `Debug` is masked so that it reaches no log.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub struct SigningSecret(String);
+
+impl SigningSecret {
+    /// The secret itself: for computing the HMAC, nothing else.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for SigningSecret {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        let (min, max) = SIGNING_SECRET_CHARS;
+        let len = value.chars().count();
+        if !(min..=max).contains(&len) {
+            return Err(format!("must be {min} to {max} characters (got {len})"));
+        }
+        if value.chars().any(char::is_control) {
+            return Err("must not hold control characters".into());
+        }
+        Ok(Self(value))
+    }
+}
+
+impl std::fmt::Debug for SigningSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningSecret(********)")
+    }
+}
+
+impl utoipa::PartialSchema for SigningSecret {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let (min, max) = SIGNING_SECRET_CHARS;
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .min_length(Some(min))
+            .max_length(Some(max))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for SigningSecret {}
+
 /// A stored token (never the secret itself).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Token {
@@ -57,6 +108,8 @@ pub struct Token {
     pub name: TokenName,
     pub role: Role,
     pub hash: String,
+    /// For a publisher: the key its publishes are signed with (`X-OM-Signature`).
+    pub signing_secret: Option<SigningSecret>,
     pub created_at: Millis,
     pub created_by: String,
     pub revoked_at: Option<Millis>,
@@ -206,6 +259,15 @@ mod tests {
         ] {
             assert_eq!(check_configured_token(&token), Ok(()), "{token}");
         }
+    }
+
+    #[test]
+    fn signing_secrets_are_bounded_and_never_shown() {
+        let secret = SigningSecret::try_from("0123456789abcdef".to_owned()).unwrap();
+        assert_eq!(format!("{secret:?}"), "SigningSecret(********)");
+        assert!(SigningSecret::try_from("short".to_owned()).is_err());
+        assert!(SigningSecret::try_from("x".repeat(257)).is_err());
+        assert!(SigningSecret::try_from("0123456789abcdef\n".to_owned()).is_err());
     }
 
     #[test]

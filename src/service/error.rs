@@ -11,6 +11,16 @@ pub enum ServiceError {
     /// One field holds a value the rules refuse.
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+    /// Events of a publish that the rules refuse, each by its index and field.
+    #[error("{}", .0.iter().map(|f| format!("[{}] {}: {}", f.index, f.field, f.message)).collect::<Vec<_>>().join("; "))]
+    InvalidEvents(Vec<EventFault>),
+    /// More items than one request may carry.
+    #[error("{0}")]
+    TooMany(String),
+    /// The request's signature is missing or does not match (a publisher token with a
+    /// signing secret).
+    #[error("{0}")]
+    BadSignature(String),
     /// The caller's role does not allow the action.
     #[error("{0}")]
     Forbidden(String),
@@ -30,6 +40,14 @@ pub enum ServiceError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+}
+
+/// One refused event of a publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventFault {
+    pub index: usize,
+    pub field: String,
+    pub message: String,
 }
 
 impl ServiceError {

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use super::{Result, Service, ServiceError};
-use crate::domain::token::{Permission, Role, Token, TokenName, generate_secret, hash_secret};
+use crate::domain::token::{
+    Permission, Role, SigningSecret, Token, TokenName, generate_secret, hash_secret,
+};
 
 /// The authenticated caller of an action.
 #[derive(Debug, Clone)]
@@ -22,6 +24,8 @@ pub struct Caller {
     /// The token's name; recorded as `updatedBy`.
     pub name: String,
     pub role: Role,
+    /// The key a publisher's bodies must be signed with, when its token has one.
+    pub signing_secret: Option<SigningSecret>,
 }
 
 impl Caller {
@@ -74,30 +78,40 @@ impl Service {
             token_id: token.id,
             name: token.name.as_str().to_owned(),
             role: token.role,
+            signing_secret: token.signing_secret,
         };
         self.tokens.put(hash, caller.clone(), generation);
         Ok(Some(caller))
     }
 
-    /// Issues a token with a new random secret.
+    /// Issues a token with a new random secret; a publisher's may have a signing secret.
     pub async fn issue_token(
         &self,
         name: TokenName,
         role: Role,
+        signing_secret: Option<SigningSecret>,
         by: &Caller,
     ) -> Result<IssuedToken> {
+        if signing_secret.is_some() && role != Role::Publisher {
+            return Err(ServiceError::invalid(
+                "signingSecret",
+                format!("only a publisher token signs its publishes (this one is {role})"),
+            ));
+        }
         let secret = generate_secret();
         let token = Token {
             id: Uuid::new_v4(),
             name,
             role,
             hash: hash_secret(&secret),
+            signing_secret,
             created_at: self.clock.now_ms(),
             created_by: by.name.clone(),
             revoked_at: None,
         };
         self.store.insert_token(&token).await?;
-        tracing::info!(token.id = %token.id, token.name = %token.name.as_str(), role = %role, by = %by.name, "token issued");
+        tracing::info!(token.id = %token.id, token.name = %token.name.as_str(), role = %role,
+            signed = token.signing_secret.is_some(), by = %by.name, "token issued");
         Ok(IssuedToken { token, secret })
     }
 

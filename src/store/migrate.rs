@@ -56,6 +56,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "console",
         sql: include_str!("../../migrations/postgres/0007_console.sql"),
     },
+    Migration {
+        version: 8,
+        name: "token_signing_secret",
+        sql: include_str!("../../migrations/postgres/0008_token_signing_secret.sql"),
+    },
 ];
 
 pub const SQLITE: &[Migration] = &[
@@ -88,6 +93,11 @@ pub const SQLITE: &[Migration] = &[
         version: 6,
         name: "console",
         sql: include_str!("../../migrations/sqlite/0006_console.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "token_signing_secret",
+        sql: include_str!("../../migrations/sqlite/0007_token_signing_secret.sql"),
     },
 ];
 

@@ -160,6 +160,7 @@ fn token_from_row(r: &PgRow) -> Result<Token, StoreError> {
         name: r.try_get("name")?,
         role: r.try_get("role")?,
         hash: r.try_get("token_hash")?,
+        signing_secret: r.try_get("signing_secret")?,
         created_at: r.try_get("created_at")?,
         created_by: r.try_get("created_by")?,
         revoked_at: r.try_get("revoked_at")?,
@@ -328,8 +329,8 @@ impl Store for PgStore {
 
     async fn insert_token(&self, t: &Token) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO api_tokens (id, name, role, token_hash, created_at, created_by, revoked_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO api_tokens (id, name, role, token_hash, created_at, created_by, revoked_at, signing_secret) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(t.id)
         .bind(t.name.as_str())
@@ -338,6 +339,7 @@ impl Store for PgStore {
         .bind(t.created_at)
         .bind(&t.created_by)
         .bind(t.revoked_at)
+        .bind(t.signing_secret.as_ref().map(|s| s.expose()))
         .execute(&self.pool)
         .await
         .map_err(|e| unique_as_conflict(e, "token name"))?;

@@ -7,7 +7,7 @@ use super::StoreError;
 use crate::clock::Millis;
 use crate::domain::change::Version;
 use crate::domain::delivery::{AttemptRecord, DispatchState, PendingBatch};
-use crate::domain::token::{Token, TokenName};
+use crate::domain::token::{SigningSecret, Token, TokenName};
 use crate::domain::webhook::{PreviousSecret, SecretKey, Webhook, WebhookSpec};
 
 /// A webhook as columns. `spec` is the JSON of the user-written fields without the secret,
@@ -100,6 +100,7 @@ pub struct TokenRow {
     pub name: String,
     pub role: String,
     pub hash: String,
+    pub signing_secret: Option<String>,
     pub created_at: Millis,
     pub created_by: String,
     pub revoked_at: Option<Millis>,
@@ -113,6 +114,11 @@ impl TokenRow {
             name: TokenName::try_from(self.name.clone()).map_err(corrupt)?,
             role: self.role.parse().map_err(corrupt)?,
             hash: self.hash,
+            signing_secret: self
+                .signing_secret
+                .map(SigningSecret::try_from)
+                .transpose()
+                .map_err(corrupt)?,
             created_at: self.created_at,
             created_by: self.created_by,
             revoked_at: self.revoked_at,

@@ -6,6 +6,7 @@
 //! Formatting is pure: the same events give the same bytes (tests keep golden files).
 //! Only templates, which users write, run elsewhere: in a child process (`sandbox`).
 
+mod activity;
 mod chat;
 mod custom;
 mod fixture;

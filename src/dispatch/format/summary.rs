@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::activity;
 use crate::dispatch::event::LogEvent;
 
 /// One event, read for people.
@@ -36,20 +37,20 @@ impl Summary {
                 .unwrap_or("")
                 .to_owned()
         };
-        let entity_type = s("/entity/type");
-        let name = Some(s("/entity/displayName"))
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| s("/entity/name"));
+        let entity_type = Some(s("/entityType"))
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| s("/entity/type"));
+        let name = [
+            "/entity/displayName",
+            "/entity/name",
+            "/entityFullyQualifiedName",
+        ]
+        .iter()
+        .map(|p| s(p))
+        .find(|n| !n.is_empty())
+        .unwrap_or_default();
         let event_type = s("/eventType");
-        let verb = match event_type.as_str() {
-            "entityCreated" => "created",
-            "entityUpdated" => "updated",
-            "entitySoftDeleted" => "soft-deleted",
-            "entityDeleted" => "deleted",
-            "entityRestored" => "restored",
-            other => other,
-        };
-        let mut changes = Vec::new();
+        let mut changes = activity::details(&event_type, &v);
         for (key, label) in [
             ("fieldsAdded", "added"),
             ("fieldsUpdated", "updated"),
@@ -73,13 +74,12 @@ impl Summary {
             }
         }
         Self {
-            title: format!(
-                "{} {verb}: {}",
-                words(&entity_type),
-                if name.is_empty() { "(unnamed)" } else { &name }
-            ),
-            fqn: Some(s("/entity/fullyQualifiedName"))
-                .filter(|f| !f.is_empty())
+            title: activity::title(&event_type, &entity_type, &name, &v),
+            fqn: ["/entity/fullyQualifiedName", "/entityFullyQualifiedName"]
+                .iter()
+                .map(|p| s(p))
+                .chain(activity::about(&v).map(|(_, fqn)| fqn))
+                .find(|f| !f.is_empty())
                 .unwrap_or_else(|| name.clone()),
             user: Some(s("/userName"))
                 .filter(|u| !u.is_empty())
@@ -124,7 +124,7 @@ impl Summary {
 
 /// A changed value in a few words: tag labels and references by name, the rest as compact
 /// JSON, cut at [`VALUE_CHARS`].
-fn short(value: &Value) -> String {
+pub(super) fn short(value: &Value) -> String {
     let text = match value {
         Value::String(s) => s.clone(),
         Value::Null => "none".into(),
@@ -156,7 +156,7 @@ pub(super) fn truncate(text: &str, max: usize) -> String {
 }
 
 /// `testCase` → `Test case`.
-fn words(camel: &str) -> String {
+pub(super) fn words(camel: &str) -> String {
     let mut out = String::new();
     for (i, c) in camel.chars().enumerate() {
         if i == 0 {

@@ -219,8 +219,8 @@ pub struct ServeArgs {
 #[derive(Debug, Clone, Args)]
 pub struct NatsArgs {
     /// A NATS server with JetStream (`nats://127.0.0.1:4222`) to read events from. Without
-    /// it no bus is read.
-    #[arg(long, env = "OUTHOOK_NATS_URL")]
+    /// it no bus is read. Credentials in it (`nats://user:password@host`) are never logged.
+    #[arg(long, env = "OUTHOOK_NATS_URL", hide_env_values = true)]
     pub nats_url: Option<String>,
 
     /// The JetStream stream events are read from; created (file storage) when missing.

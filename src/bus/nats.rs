@@ -85,7 +85,7 @@ pub fn start(
                 Err(err) => {
                     let delay = RECONNECT_DELAYS[failures.min(RECONNECT_DELAYS.len() - 1)];
                     failures += 1;
-                    tracing::warn!(error = %err, url = %settings.url, stream = %settings.stream,
+                    tracing::warn!(error = %err, url = %shown_url(&settings.url), stream = %settings.stream,
                         retry_in_ms = delay.as_millis() as u64, "reading events from NATS failed");
                     tokio::select! {
                         _ = stop.cancelled() => return,
@@ -130,7 +130,7 @@ async fn consume(
             },
         )
         .await?;
-    tracing::info!(url = %settings.url, stream = %settings.stream,
+    tracing::info!(url = %shown_url(&settings.url), stream = %settings.stream,
         consumer = %settings.consumer, "reading events from NATS JetStream");
     loop {
         let fetch = consumer
@@ -150,6 +150,18 @@ async fn consume(
         if !messages.is_empty() {
             handle(messages, settings, service, metrics).await;
         }
+    }
+}
+
+/// The server's URL for a log line: without the user name, password or token it may hold.
+fn shown_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        Err(_) => "(not a URL)".into(),
     }
 }
 
@@ -296,6 +308,18 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn logged_urls_hold_no_credentials() {
+        assert_eq!(
+            shown_url("nats://alice:s3cret@127.0.0.1:4222"),
+            "nats://127.0.0.1:4222"
+        );
+        assert_eq!(
+            shown_url("nats://tok3n@nats.internal"),
+            "nats://nats.internal"
+        );
+    }
 
     #[test]
     fn derived_event_ids_are_stable_and_distinct() {

@@ -15,9 +15,10 @@
 //! - When the log cannot be written, the messages are given back (`Nak` with a delay) and
 //!   come again.
 //! - Instances share one durable pull consumer: each message goes to one of them.
-//! - Memory is bounded: a fetch asks for at most [`FETCH_MESSAGES`] messages and
-//!   [`FETCH_BYTES`] bytes, and a message is at most [`MAX_MESSAGE_BYTES`] (a stream outhook
-//!   creates refuses larger ones; a larger one in another stream is terminated).
+//! - Memory is bounded: a pull asks for at most [`FETCH_MESSAGES`] messages and
+//!   [`FETCH_BYTES`] bytes (the next pull goes out while these are committed), and a
+//!   message is at most [`MAX_MESSAGE_BYTES`] (a stream outhook creates refuses larger ones;
+//!   a larger one in another stream is terminated).
 //!
 //! Bus events are published by no token: they are not under a token's rate limit or quota
 //! (a pull consumer reads at outhook's pace), and who may publish is decided by the NATS
@@ -27,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, Message, consumer, stream};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
@@ -39,13 +40,11 @@ use crate::service::{Service, ServiceError};
 
 /// The largest message accepted: the bound of a publish request's body.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
-/// Messages asked for in one fetch; they are committed together (group commit).
+/// Messages asked for in one pull, and handled together at most (one group commit).
 const FETCH_MESSAGES: usize = 64;
-/// Bytes asked for in one fetch, at most: room for one message of the largest size, so
+/// Bytes asked for in one pull, at most: room for one message of the largest size, so
 /// that no message is ever too large to be fetched.
 const FETCH_BYTES: usize = 2 * MAX_MESSAGE_BYTES;
-/// How long one fetch waits for messages when none are there.
-const FETCH_WAIT: Duration = Duration::from_millis(500);
 /// How long JetStream waits for an acknowledgement before delivering a message again.
 const ACK_WAIT: Duration = Duration::from_secs(30);
 /// When the log cannot be written, its messages come back after this.
@@ -132,24 +131,30 @@ async fn consume(
         .await?;
     tracing::info!(url = %shown_url(&settings.url), stream = %settings.stream,
         consumer = %settings.consumer, "reading events from NATS JetStream");
+    // A pull stream: JetStream sends up to a batch ahead while the last one is committed.
+    let mut incoming = consumer
+        .stream()
+        .max_messages_per_batch(FETCH_MESSAGES)
+        .max_bytes_per_batch(FETCH_BYTES)
+        .messages()
+        .await?;
     loop {
-        let fetch = consumer
-            .batch()
-            .max_messages(FETCH_MESSAGES)
-            .max_bytes(FETCH_BYTES)
-            .expires(FETCH_WAIT)
-            .messages();
-        let mut batch = tokio::select! {
+        let first = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
-            batch = fetch => batch?,
+            next = incoming.next() => next,
         };
-        let mut messages = Vec::with_capacity(FETCH_MESSAGES);
-        while let Some(message) = batch.next().await {
-            messages.push(message.map_err(|e| anyhow::anyhow!(e))?);
+        let Some(first) = first else {
+            anyhow::bail!("the server ended the message stream");
+        };
+        // What has arrived goes together (one group commit); nothing waits for more.
+        let mut messages = vec![first.map_err(|e| anyhow::anyhow!(e))?];
+        while messages.len() < FETCH_MESSAGES {
+            match incoming.next().now_or_never() {
+                Some(Some(next)) => messages.push(next.map_err(|e| anyhow::anyhow!(e))?),
+                _ => break,
+            }
         }
-        if !messages.is_empty() {
-            handle(messages, settings, service, metrics).await;
-        }
+        handle(messages, settings, service, metrics).await;
     }
 }
 

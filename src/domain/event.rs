@@ -585,10 +585,12 @@ mod tests {
     /// What an OpenMetadata server sends (`tests/fixtures`): every field of its ChangeEvent,
     /// the entity as a string of JSON.
     fn openmetadata_event() -> Value {
-        serde_json::from_str(include_str!(
-            "../../tests/fixtures/openmetadata_change_event.json"
-        ))
-        .unwrap()
+        // Read when the test runs: the container build copies no tests/.
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/openmetadata_change_event.json"
+        );
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     }
 
     #[test]

@@ -1,9 +1,12 @@
-//! The flat row form of stored records, shared by both backends so that each backend only
-//! binds and reads columns.
+//! The flat row form of stored records, shared by both backends: each row type is decoded
+//! by one `FromRow` derive and bound by one macro, whatever the backend.
+//!
+//! `Id` is how a backend stores a UUID: PostgreSQL as `uuid` ([`Uuid`]), SQLite as
+//! hyphenated text ([`Hyphenated`](uuid::fmt::Hyphenated)), which converts both ways.
 
 use uuid::Uuid;
 
-use super::StoreError;
+use super::{InstanceRecord, StoreError, StoredEvent};
 use crate::clock::Millis;
 use crate::domain::change::Version;
 use crate::domain::delivery::{AttemptRecord, DispatchState, PendingBatch};
@@ -12,9 +15,9 @@ use crate::domain::webhook::{PreviousSecret, SecretKey, Webhook, WebhookSpec};
 
 /// A webhook as columns. `spec` is the JSON of the user-written fields without the secret,
 /// which has a column of its own so that the document can never leak it.
-#[derive(Debug, Clone)]
-pub struct WebhookRow {
-    pub id: Uuid,
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WebhookRow<Id = Uuid> {
+    pub id: Id,
     pub name: String,
     pub webhook_type: String,
     pub status: String,
@@ -31,7 +34,7 @@ pub struct WebhookRow {
     pub previous_secret_until: Option<Millis>,
 }
 
-impl WebhookRow {
+impl<Id: From<Uuid> + Into<Uuid>> WebhookRow<Id> {
     pub fn from_webhook(w: &Webhook) -> Self {
         let mut spec = w.spec.clone();
         let secret_key = spec
@@ -40,7 +43,7 @@ impl WebhookRow {
             .take()
             .map(|s| s.expose().to_owned());
         Self {
-            id: w.id,
+            id: w.id.into(),
             name: w.spec.name.as_str().to_owned(),
             webhook_type: w.spec.webhook_type.as_str().to_owned(),
             status: w.status.as_str().to_owned(),
@@ -62,8 +65,9 @@ impl WebhookRow {
     }
 
     pub fn into_webhook(self) -> Result<Webhook, StoreError> {
+        let id: Uuid = self.id.into();
         let corrupt =
-            |what: &str, e: String| StoreError::Corrupt(format!("webhook {} {what}: {e}", self.id));
+            |what: &str, e: String| StoreError::Corrupt(format!("webhook {id} {what}: {e}"));
         let mut spec: WebhookSpec =
             serde_json::from_str(&self.spec).map_err(|e| corrupt("spec", e.to_string()))?;
         spec.webhook_config.secret_key = match self.secret_key {
@@ -71,7 +75,7 @@ impl WebhookRow {
             None => None,
         };
         Ok(Webhook {
-            id: self.id,
+            id,
             spec,
             status: self.status.parse().map_err(|e| corrupt("status", e))?,
             failure_details: from_json_opt(self.failure_details.as_deref())
@@ -94,11 +98,12 @@ impl WebhookRow {
 }
 
 /// A token as columns.
-#[derive(Debug, Clone)]
-pub struct TokenRow {
-    pub id: Uuid,
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TokenRow<Id = Uuid> {
+    pub id: Id,
     pub name: String,
     pub role: String,
+    #[sqlx(rename = "token_hash")]
     pub hash: String,
     pub signing_secret: Option<String>,
     pub created_at: Millis,
@@ -106,11 +111,25 @@ pub struct TokenRow {
     pub revoked_at: Option<Millis>,
 }
 
-impl TokenRow {
+impl<Id: From<Uuid> + Into<Uuid>> TokenRow<Id> {
+    pub fn from_token(t: &Token) -> Self {
+        Self {
+            id: t.id.into(),
+            name: t.name.as_str().to_owned(),
+            role: t.role.as_str().to_owned(),
+            hash: t.hash.clone(),
+            signing_secret: t.signing_secret.as_ref().map(|s| s.expose().to_owned()),
+            created_at: t.created_at,
+            created_by: t.created_by.clone(),
+            revoked_at: t.revoked_at,
+        }
+    }
+
     pub fn into_token(self) -> Result<Token, StoreError> {
-        let corrupt = |e: String| StoreError::Corrupt(format!("token {}: {e}", self.id));
+        let id: Uuid = self.id.into();
+        let corrupt = |e: String| StoreError::Corrupt(format!("token {id}: {e}"));
         Ok(Token {
-            id: self.id,
+            id,
             name: TokenName::try_from(self.name.clone()).map_err(corrupt)?,
             role: self.role.parse().map_err(corrupt)?,
             hash: self.hash,
@@ -137,8 +156,9 @@ fn from_json_opt<T: serde::de::DeserializeOwned>(s: Option<&str>) -> Result<Opti
 }
 
 /// The delivery-state columns of a webhook.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DispatchRow {
+    #[sqlx(rename = "cursor_seq")]
     pub cursor: i64,
     pub batch: Option<String>,
     pub retry_step: i32,
@@ -179,11 +199,11 @@ impl DispatchRow {
 }
 
 /// A delivery attempt as columns (`id` is assigned by the database).
-#[derive(Debug, Clone)]
-pub struct AttemptRow {
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AttemptRow<Id = Uuid> {
     pub id: i64,
-    pub webhook_id: Uuid,
-    pub delivery_id: Uuid,
+    pub webhook_id: Id,
+    pub delivery_id: Id,
     pub attempt: i32,
     pub event_ids: String,
     pub url: String,
@@ -198,12 +218,12 @@ pub struct AttemptRow {
     pub next_attempt_at: Option<Millis>,
 }
 
-impl AttemptRow {
+impl<Id: From<Uuid> + Into<Uuid>> AttemptRow<Id> {
     pub fn from_record(a: &AttemptRecord) -> Self {
         Self {
             id: a.id,
-            webhook_id: a.webhook_id,
-            delivery_id: a.delivery_id,
+            webhook_id: a.webhook_id.into(),
+            delivery_id: a.delivery_id.into(),
             attempt: a.attempt as i32,
             event_ids: to_json(&a.event_ids),
             url: a.url.clone(),
@@ -224,8 +244,8 @@ impl AttemptRow {
             |what: &str, e: String| StoreError::Corrupt(format!("attempt {} {what}: {e}", self.id));
         Ok(AttemptRecord {
             id: self.id,
-            webhook_id: self.webhook_id,
-            delivery_id: self.delivery_id,
+            webhook_id: self.webhook_id.into(),
+            delivery_id: self.delivery_id.into(),
             attempt: self.attempt as u32,
             event_ids: serde_json::from_str(&self.event_ids)
                 .map_err(|e| corrupt("eventIds", e.to_string()))?,
@@ -246,3 +266,111 @@ impl AttemptRow {
         })
     }
 }
+
+/// An event of the log as read back.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EventRow<Id = Uuid> {
+    pub seq: i64,
+    pub event_id: Id,
+    pub body: String,
+}
+
+impl<Id: Into<Uuid>> From<EventRow<Id>> for StoredEvent {
+    fn from(r: EventRow<Id>) -> Self {
+        StoredEvent {
+            seq: r.seq,
+            event_id: r.event_id.into(),
+            body: r.body,
+        }
+    }
+}
+
+/// An event with the running total of body bytes up to and including it (a page read).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PagedEventRow<Id = Uuid> {
+    #[sqlx(flatten)]
+    pub event: EventRow<Id>,
+    pub total: i64,
+}
+
+/// A dispatcher instance as columns.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InstanceRow<Id = Uuid> {
+    pub id: Id,
+    pub name: Option<String>,
+    pub host: Option<String>,
+    pub pid: Option<i64>,
+    pub pid_namespace: Option<String>,
+    pub process_started: Option<i64>,
+    pub heartbeat_at: Millis,
+}
+
+impl<Id: Into<Uuid>> From<InstanceRow<Id>> for InstanceRecord {
+    fn from(r: InstanceRow<Id>) -> Self {
+        InstanceRecord {
+            id: r.id.into(),
+            name: r.name,
+            host: r.host,
+            pid: r.pid,
+            pid_namespace: r.pid_namespace,
+            process_started: r.process_started,
+            heartbeat_at: r.heartbeat_at,
+        }
+    }
+}
+
+/// Binds a [`WebhookRow`]'s columns as `$1`…`$15`, in the order of [`WEBHOOK_COLUMNS`]
+/// (`crate::store::sql::WEBHOOK_COLUMNS`).
+macro_rules! bind_webhook {
+    ($query:expr, $w:expr) => {{
+        let w = $w;
+        $query
+            .bind(w.id)
+            .bind(&w.name)
+            .bind(&w.webhook_type)
+            .bind(&w.status)
+            .bind(w.enabled)
+            .bind(w.deleted)
+            .bind(w.version)
+            .bind(w.updated_at)
+            .bind(&w.updated_by)
+            .bind(&w.spec)
+            .bind(&w.secret_key)
+            .bind(&w.change_description)
+            .bind(&w.failure_details)
+            .bind(&w.previous_secret)
+            .bind(w.previous_secret_until)
+    }};
+}
+
+/// Binds a [`TokenRow`]'s columns as `$1`…`$7`, in the order of `TOKEN_COLUMNS`.
+macro_rules! bind_token {
+    ($query:expr, $t:expr) => {{
+        let t = $t;
+        $query
+            .bind(t.id)
+            .bind(&t.name)
+            .bind(&t.role)
+            .bind(&t.hash)
+            .bind(t.created_at)
+            .bind(&t.created_by)
+            .bind(t.revoked_at)
+    }};
+}
+
+/// Binds an [`InstanceRecord`]'s columns as `$1`…`$7`, the id converted by `$id`.
+macro_rules! bind_instance {
+    ($query:expr, $i:expr, $id:ty) => {{
+        let i = $i;
+        $query
+            .bind(<$id>::from(i.id))
+            .bind(i.heartbeat_at)
+            .bind(&i.name)
+            .bind(&i.host)
+            .bind(i.pid)
+            .bind(&i.pid_namespace)
+            .bind(i.process_started)
+    }};
+}
+
+pub(crate) use {bind_instance, bind_token, bind_webhook};

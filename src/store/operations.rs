@@ -86,6 +86,20 @@ pub trait OperationsStore {
     async fn event_by_id(&self, event_id: Uuid) -> Result<Option<StoredEvent>, StoreError>;
 }
 
+// The statements both backends run as they are (ids bind as UUIDs or as text).
+const ROLLUPS_SINCE: &str = "SELECT minute, bucket, attempts, successes, failures FROM attempt_rollups \
+             WHERE webhook_id = $1 AND minute >= $2 ORDER BY minute";
+const DELETE_EXPIRED_SESSIONS: &str = "DELETE FROM console_sessions WHERE secret_hash IN ( \
+               SELECT secret_hash FROM console_sessions WHERE expires_at <= $1 LIMIT $2)";
+const INSERT_SESSION: &str = "INSERT INTO console_sessions (secret_hash, token_id, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4)";
+const SESSION_TOKEN_HASH: &str = "SELECT t.token_hash FROM console_sessions s JOIN api_tokens t ON t.id = s.token_id \
+             WHERE s.secret_hash = $1 AND s.expires_at > $2";
+const EVENTS_BEFORE: &str = "SELECT seq, event_id, body FROM events WHERE seq < $1 AND body <> '' \
+             ORDER BY seq DESC LIMIT $2";
+const EVENT_BY_ID: &str =
+    "SELECT seq, event_id, body FROM events WHERE event_id = $1 AND body <> ''";
+
 fn rollup(minute: Millis, bucket: i32, counts: (i64, i64, i64)) -> Rollup {
     Rollup {
         minute,
@@ -103,14 +117,11 @@ impl OperationsStore for PgStore {
         webhook: Uuid,
         since: Millis,
     ) -> Result<Vec<Rollup>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT minute, bucket, attempts, successes, failures FROM attempt_rollups \
-             WHERE webhook_id = $1 AND minute >= $2 ORDER BY minute",
-        )
-        .bind(webhook)
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(ROLLUPS_SINCE)
+            .bind(webhook)
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(rollup(
@@ -123,24 +134,18 @@ impl OperationsStore for PgStore {
     }
 
     async fn insert_session(&self, s: &SessionRecord, now: Millis) -> Result<(), StoreError> {
-        sqlx::query(
-            "DELETE FROM console_sessions WHERE secret_hash IN ( \
-               SELECT secret_hash FROM console_sessions WHERE expires_at <= $1 LIMIT $2)",
-        )
-        .bind(now)
-        .bind(EXPIRED_SESSIONS_STEP)
-        .execute(&self.pool)
-        .await?;
-        sqlx::query(
-            "INSERT INTO console_sessions (secret_hash, token_id, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(&s.secret_hash)
-        .bind(s.token_id)
-        .bind(s.created_at)
-        .bind(s.expires_at)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(DELETE_EXPIRED_SESSIONS)
+            .bind(now)
+            .bind(EXPIRED_SESSIONS_STEP)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(INSERT_SESSION)
+            .bind(&s.secret_hash)
+            .bind(s.token_id)
+            .bind(s.created_at)
+            .bind(s.expires_at)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -149,14 +154,11 @@ impl OperationsStore for PgStore {
         secret_hash: &str,
         now: Millis,
     ) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT t.token_hash FROM console_sessions s JOIN api_tokens t ON t.id = s.token_id \
-             WHERE s.secret_hash = $1 AND s.expires_at > $2",
-        )
-        .bind(secret_hash)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?)
+        Ok(sqlx::query_scalar(SESSION_TOKEN_HASH)
+            .bind(secret_hash)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     async fn delete_session(&self, secret_hash: &str) -> Result<(), StoreError> {
@@ -168,14 +170,11 @@ impl OperationsStore for PgStore {
     }
 
     async fn events_before(&self, before: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, event_id, body FROM events WHERE seq < $1 AND body <> '' \
-             ORDER BY seq DESC LIMIT $2",
-        )
-        .bind(before)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(EVENTS_BEFORE)
+            .bind(before)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(StoredEvent {
@@ -188,12 +187,10 @@ impl OperationsStore for PgStore {
     }
 
     async fn event_by_id(&self, event_id: Uuid) -> Result<Option<StoredEvent>, StoreError> {
-        let row = sqlx::query(
-            "SELECT seq, event_id, body FROM events WHERE event_id = $1 AND body <> ''",
-        )
-        .bind(event_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(EVENT_BY_ID)
+            .bind(event_id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| {
             Ok(StoredEvent {
                 seq: r.try_get(0)?,
@@ -222,14 +219,11 @@ impl OperationsStore for SqliteStore {
         webhook: Uuid,
         since: Millis,
     ) -> Result<Vec<Rollup>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT minute, bucket, attempts, successes, failures FROM attempt_rollups \
-             WHERE webhook_id = $1 AND minute >= $2 ORDER BY minute",
-        )
-        .bind(webhook.to_string())
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(ROLLUPS_SINCE)
+            .bind(webhook.to_string())
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(rollup(
@@ -243,24 +237,18 @@ impl OperationsStore for SqliteStore {
 
     async fn insert_session(&self, s: &SessionRecord, now: Millis) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
-        sqlx::query(
-            "DELETE FROM console_sessions WHERE secret_hash IN ( \
-               SELECT secret_hash FROM console_sessions WHERE expires_at <= $1 LIMIT $2)",
-        )
-        .bind(now)
-        .bind(EXPIRED_SESSIONS_STEP)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO console_sessions (secret_hash, token_id, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(&s.secret_hash)
-        .bind(s.token_id.to_string())
-        .bind(s.created_at)
-        .bind(s.expires_at)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(DELETE_EXPIRED_SESSIONS)
+            .bind(now)
+            .bind(EXPIRED_SESSIONS_STEP)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(INSERT_SESSION)
+            .bind(&s.secret_hash)
+            .bind(s.token_id.to_string())
+            .bind(s.created_at)
+            .bind(s.expires_at)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -270,14 +258,11 @@ impl OperationsStore for SqliteStore {
         secret_hash: &str,
         now: Millis,
     ) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT t.token_hash FROM console_sessions s JOIN api_tokens t ON t.id = s.token_id \
-             WHERE s.secret_hash = $1 AND s.expires_at > $2",
-        )
-        .bind(secret_hash)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?)
+        Ok(sqlx::query_scalar(SESSION_TOKEN_HASH)
+            .bind(secret_hash)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     async fn delete_session(&self, secret_hash: &str) -> Result<(), StoreError> {
@@ -289,24 +274,19 @@ impl OperationsStore for SqliteStore {
     }
 
     async fn events_before(&self, before: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, event_id, body FROM events WHERE seq < $1 AND body <> '' \
-             ORDER BY seq DESC LIMIT $2",
-        )
-        .bind(before)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(EVENTS_BEFORE)
+            .bind(before)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(sqlite_event).collect()
     }
 
     async fn event_by_id(&self, event_id: Uuid) -> Result<Option<StoredEvent>, StoreError> {
-        let row = sqlx::query(
-            "SELECT seq, event_id, body FROM events WHERE event_id = $1 AND body <> ''",
-        )
-        .bind(event_id.to_string())
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(EVENT_BY_ID)
+            .bind(event_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(sqlite_event).transpose()
     }
 }

@@ -8,7 +8,7 @@ use axum::response::{Html, IntoResponse, Response};
 use minijinja::{Environment, Value};
 
 use crate::api::error::ApiError;
-use crate::clock::Millis;
+use crate::clock::{Millis, utc};
 use crate::service::ServiceError;
 
 /// Templates, by name; a name ending in `.html` turns on HTML escaping of every value.
@@ -151,28 +151,6 @@ impl IntoResponse for Problem {
         let title = format!("{} {reason}", self.status.as_u16());
         page(self.status, "problem.html", &title, context)
     }
-}
-
-/// A time as `2026-11-28 11:46:37 UTC`.
-pub fn utc(ms: Millis) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
 }
 
 /// A span of time in words: `42 s`, `5 min`, `3 h 20 min`, `2 d 4 h`.

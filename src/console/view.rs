@@ -91,7 +91,7 @@ pub fn bars(points: &[ChartPoint]) -> (Vec<Bar>, i64) {
                 fail_height,
                 label: format!(
                     "{}: {} attempts, {} failed",
-                    super::render::utc(p.from),
+                    crate::clock::utc(p.from),
                     p.attempts,
                     p.failures
                 ),
